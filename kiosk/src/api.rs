@@ -1,0 +1,445 @@
+//! The kiosk's HTTP face: screen page, SSE events, visits, status, health; the JSON types it speaks.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::store::{ReadDb, Recorded, StoreError, VisitView};
+
+/// The kiosk screen, embedded so the kiosk works with no network at all.
+const SCREEN_HTML: &str = include_str!("../assets/screen.html");
+
+/// Shared state of the HTTP handlers.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub info: Arc<KioskInfo>,
+    pub db: ReadDb,
+    pub board: Board,
+    pub events: broadcast::Sender<PublicEvent>,
+    /// Ends SSE streams on shutdown so the server can drain.
+    pub shutdown: CancellationToken,
+}
+
+/// Fixed facts about this kiosk, shown on the status page.
+#[derive(Debug, Clone)]
+pub struct KioskInfo {
+    pub kiosk_id: String,
+    pub office: String,
+    pub office_name: String,
+    pub time_zone: String,
+    pub data_dir: PathBuf,
+    /// Configured reader patterns, to tell "no reader matches" apart from "no reader configured".
+    pub reader_patterns: Vec<String>,
+}
+
+/// Live reader and service state, updated by the reception loop.
+#[derive(Debug, Clone, Default)]
+pub struct Board {
+    inner: Arc<Mutex<BoardInner>>,
+}
+
+#[derive(Debug, Default)]
+struct BoardInner {
+    readers: BTreeMap<String, ReaderStatus>,
+    services: BTreeMap<&'static str, ServiceStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReaderStatus {
+    pub name: String,
+    pub connected: bool,
+    pub card_present: bool,
+    pub last_tap: Option<jiff::Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub backend: &'static str,
+    pub up: bool,
+    pub detail: String,
+}
+
+impl Board {
+    fn with<R>(&self, f: impl FnOnce(&mut BoardInner) -> R) -> R {
+        f(&mut self.inner.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn reader<'a>(inner: &'a mut BoardInner, name: &str) -> &'a mut ReaderStatus {
+        inner
+            .readers
+            .entry(name.to_owned())
+            .or_insert_with(|| ReaderStatus {
+                name: name.to_owned(),
+                connected: false,
+                card_present: false,
+                last_tap: None,
+            })
+    }
+
+    pub fn set_connected(&self, name: &str, connected: bool) -> ReaderStatus {
+        self.with(|b| {
+            let r = Board::reader(b, name);
+            r.connected = connected;
+            if !connected {
+                r.card_present = false;
+            }
+            r.clone()
+        })
+    }
+
+    pub fn set_present(&self, name: &str, present: bool) -> ReaderStatus {
+        self.with(|b| {
+            let r = Board::reader(b, name);
+            r.connected = true;
+            r.card_present = present;
+            r.clone()
+        })
+    }
+
+    pub fn tapped(&self, name: &str, at: jiff::Timestamp) {
+        self.with(|b| Board::reader(b, name).last_tap = Some(at));
+    }
+
+    pub fn set_service(&self, backend: &'static str, up: bool, detail: String) {
+        self.with(|b| {
+            b.services.insert(backend, ServiceStatus { backend, up, detail });
+        });
+    }
+
+    pub fn readers(&self) -> Vec<ReaderStatus> {
+        self.with(|b| b.readers.values().cloned().collect())
+    }
+
+    fn services(&self) -> Vec<ServiceStatus> {
+        self.with(|b| b.services.values().cloned().collect())
+    }
+}
+
+/// What the public screen may know. No customer id, no card token, no full name, no phone.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PublicEvent {
+    Greeting(Greeting),
+    Reader(PublicReader),
+}
+
+impl PublicEvent {
+    fn name(&self) -> &'static str {
+        match self {
+            PublicEvent::Greeting(_) => "greeting",
+            PublicEvent::Reader(_) => "reader",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PublicReader {
+    pub reader: String,
+    pub connected: bool,
+    pub card_present: bool,
+}
+
+impl From<ReaderStatus> for PublicReader {
+    fn from(r: ReaderStatus) -> PublicReader {
+        PublicReader {
+            reader: r.name,
+            connected: r.connected,
+            card_present: r.card_present,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Greeting {
+    pub visit_id: Option<Uuid>,
+    /// welcome, unknown, denied, or error when the tap could not be stored.
+    pub outcome: String,
+    pub reason: Option<String>,
+    /// first or revisit, for a welcome.
+    pub visit_kind: Option<String>,
+    /// True when the customer's visit of the day was already recorded.
+    pub repeat: bool,
+    pub member: Option<MaskedMember>,
+    /// The consultant's display name (staff names are not personal data of the visitor).
+    pub consultant: Option<String>,
+    pub reader: String,
+    pub at: jiff::Timestamp,
+}
+
+/// Surname plus title, the only way the screen names anyone.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaskedMember {
+    pub name_zh: String,
+    pub name_en: String,
+    pub tier: &'static str,
+}
+
+impl Greeting {
+    pub fn from_recorded(rec: &Recorded, reader: &str, at: jiff::Timestamp) -> Greeting {
+        let v = &rec.visit;
+        let repeat = matches!(rec.decision, crate::rules::Decision::Repeat);
+        Greeting {
+            visit_id: Some(v.id),
+            outcome: v.outcome.clone(),
+            reason: v.reason.clone(),
+            visit_kind: v.kind.clone(),
+            repeat,
+            member: v.customer.as_ref().map(|c| MaskedMember {
+                name_zh: format!("{}{}", c.surname, c.title.zh()),
+                name_en: format!("{} {}", c.title.en(), c.surname),
+                tier: c.tier.as_str(),
+            }),
+            consultant: v.consultant.as_ref().map(|k| k.name.clone()),
+            reader: reader.to_owned(),
+            at,
+        }
+    }
+
+    /// Shown when a tap could not be stored: the visitor is sent to reception.
+    pub fn store_failed(reader: &str, at: jiff::Timestamp) -> Greeting {
+        Greeting {
+            visit_id: None,
+            outcome: "error".into(),
+            reason: Some("not_recorded".into()),
+            visit_kind: None,
+            repeat: false,
+            member: None,
+            consultant: None,
+            reader: reader.to_owned(),
+            at,
+        }
+    }
+}
+
+/// Errors as `{"error":{"code","message"}}`; internals are logged once, never sent.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: String) -> ApiError {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!(error = %e, "store error while answering a request");
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "store_unavailable",
+            message: "the kiosk's database is not available; see the kiosk's log".into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Builds the router; serving it is the caller's business, so tests can drive it directly.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(screen))
+        .route("/healthz", get(healthz))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/visits", get(visits))
+        .route("/api/v1/status", get(status))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn screen() -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        Html(SCREEN_HTML),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        code: "not_found",
+        message: "no such endpoint; see the README's HTTP section".into(),
+    }
+}
+
+async fn healthz(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    s.db.counts().await?;
+    Ok(Json(serde_json::json!({"status": "ok"})))
+}
+
+/// Public, masked event stream for the screen. Opens with the readers' state so a
+/// page that reconnects never shows stale reader health.
+async fn events(
+    State(s): State<ApiState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = BroadcastStream::new(s.events.subscribe());
+    let snapshot: Vec<PublicEvent> = s
+        .board
+        .readers()
+        .into_iter()
+        .map(|r| PublicEvent::Reader(r.into()))
+        .collect();
+    let live = rx.filter_map(|item| async move { item.ok() });
+    let stream = stream::iter(snapshot)
+        .chain(live)
+        .map(|ev| Ok(to_sse(&ev)))
+        .take_until(s.shutdown.clone().cancelled_owned());
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn to_sse(ev: &PublicEvent) -> Event {
+    let data = serde_json::to_string(ev).unwrap_or_else(|_| "{}".into());
+    Event::default().event(ev.name()).data(data).retry(std::time::Duration::from_secs(2))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VisitsQuery {
+    /// Office day, YYYY-MM-DD; today by default.
+    day: Option<String>,
+    limit: Option<u32>,
+}
+
+/// A stored visit as staff see it.
+#[derive(Debug, Serialize)]
+struct VisitJson {
+    id: Uuid,
+    seq: u64,
+    outcome: String,
+    reason: Option<String>,
+    reason_detail: Option<String>,
+    kind: Option<String>,
+    customer_id: Option<String>,
+    name_zh: Option<String>,
+    tier: Option<&'static str>,
+    consultant_id: Option<String>,
+    consultant_name: Option<String>,
+    source: String,
+    method: String,
+    card: Option<String>,
+    office_day: String,
+    device_time: String,
+    recorded_at: String,
+}
+
+impl From<VisitView> for VisitJson {
+    fn from(v: VisitView) -> VisitJson {
+        VisitJson {
+            id: v.id,
+            seq: v.seq,
+            outcome: v.outcome,
+            reason: v.reason,
+            reason_detail: v.reason_detail,
+            kind: v.kind,
+            customer_id: v.customer.as_ref().map(|c| c.id.clone()),
+            name_zh: v
+                .customer
+                .as_ref()
+                .map(|c| format!("{}{}", c.surname, c.title.zh())),
+            tier: v.customer.as_ref().map(|c| c.tier.as_str()),
+            consultant_id: v.consultant.as_ref().map(|k| k.id.clone()),
+            consultant_name: v.consultant.map(|k| k.name),
+            source: v.source,
+            method: v.method,
+            card: v.card,
+            office_day: v.office_day,
+            device_time: v.device_time,
+            recorded_at: v.recorded_at,
+        }
+    }
+}
+
+async fn visits(
+    State(s): State<ApiState>,
+    query: Result<Query<VisitsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad_request(format!("{e}; the parameters are day=YYYY-MM-DD and limit=1..1000"))
+    })?;
+    let day = match q.day {
+        Some(d) => {
+            let date: jiff::civil::Date = d.parse().map_err(|_| {
+                ApiError::bad_request(format!("day {d:?} is not a date; write YYYY-MM-DD, e.g. 2026-11-23"))
+            })?;
+            date.to_string()
+        }
+        None => s.db.today(),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is out of range; use 1 to 1000"
+        )));
+    }
+    let list: Vec<VisitJson> = s
+        .db
+        .visits(day.clone(), limit)
+        .await?
+        .into_iter()
+        .map(VisitJson::from)
+        .collect();
+    Ok(Json(serde_json::json!({"day": day, "visits": list})))
+}
+
+async fn status(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let counts = s.db.counts().await?;
+    let readers = s.board.readers();
+    let services = s.board.services();
+    let mut problems = Vec::new();
+    for svc in &services {
+        if !svc.up {
+            problems.push(svc.detail.clone());
+        }
+    }
+    if !s.info.reader_patterns.is_empty() && !readers.iter().any(|r| r.connected) {
+        problems.push(format!(
+            "no connected reader matches {}; check the reader's cable and `kiosk readers`",
+            s.info
+                .reader_patterns
+                .iter()
+                .map(|p| format!("{p:?}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        ));
+    }
+    Ok(Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "kiosk_id": s.info.kiosk_id,
+        "office": s.info.office,
+        "office_name": s.info.office_name,
+        "time_zone": s.info.time_zone,
+        "data_dir": s.info.data_dir,
+        "readers": readers,
+        "services": services,
+        "problems": problems,
+        "visits_today": counts.visits_today,
+        "outbox_backlog": counts.outbox_backlog,
+        "roster_cards": counts.cards,
+    })))
+}

@@ -1,0 +1,264 @@
+//! Wiring: readers → reception loop → store writer → SSE; the HTTP server; named tasks and shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kiosk_config::{Config, ReaderConfig};
+use kiosk_device::fake::FakeReader;
+use kiosk_device::{DeviceEvent, pcsc};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiState, Board, Greeting, KioskInfo, PublicEvent};
+use crate::store::{Identity, ReadDb, Store, TapInput, Writer};
+
+/// How long shutdown may take before the daemon gives up waiting for its tasks.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Extra readers beyond the config, for the demo.
+#[derive(Debug, Default)]
+pub struct Extras {
+    pub simulated: Option<FakeReader>,
+}
+
+/// A built kiosk: store open, port bound, nothing running yet.
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    extras: Extras,
+    listener: TcpListener,
+    writer: Writer,
+    writer_thread: std::thread::JoinHandle<()>,
+    state: ApiState,
+}
+
+impl App {
+    /// Opens the store and binds the listener; fails with a message saying what to fix.
+    pub async fn build(config: Config, extras: Extras) -> anyhow::Result<App> {
+        let k = &config.kiosk;
+        let identity = Identity {
+            kiosk_id: k.id.to_string(),
+            office_id: k.office.to_string(),
+            time_zone: k.time_zone.clone(),
+        };
+        let store = Store::open(&k.data_dir, identity)?;
+        let db = ReadDb::open(&k.data_dir, k.time_zone.clone())?;
+        let (writer, writer_thread) =
+            Writer::spawn(store).context("cannot start the store's writer thread")?;
+        let listener = TcpListener::bind(k.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {}; is another kiosk running, or is kiosk.listen wrong?",
+                k.listen
+            )
+        })?;
+        let (events, _) = broadcast::channel(256);
+        let state = ApiState {
+            info: Arc::new(KioskInfo {
+                kiosk_id: k.id.to_string(),
+                office: k.office.to_string(),
+                office_name: k.office_name.clone(),
+                time_zone: k.time_zone_name.clone(),
+                data_dir: k.data_dir.clone(),
+                reader_patterns: pcsc_patterns(&config),
+            }),
+            db,
+            board: Board::default(),
+            events,
+            shutdown: CancellationToken::new(),
+        };
+        Ok(App {
+            config,
+            extras,
+            listener,
+            writer,
+            writer_thread,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs until `cancel` fires (or a task fails), then drains and stops.
+    pub async fn run_until_stopped(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let App {
+            config,
+            extras,
+            listener,
+            writer,
+            writer_thread,
+            state,
+        } = self;
+        let tasks = TaskTracker::new();
+        let failed = CancellationToken::new();
+        // One token for the whole daemon: a signal or a failing task stops everything.
+        let stop = cancel.child_token();
+        let (tx, rx) = mpsc::channel::<DeviceEvent>(256);
+
+        let patterns = pcsc_patterns(&config);
+        let mut pcsc_thread = None;
+        if !patterns.is_empty() || extras.simulated.is_some() {
+            // The demo also shows any real reader when pcscd answers.
+            let patterns = if patterns.is_empty() { vec!["*".to_owned()] } else { patterns };
+            let options = pcsc::PcscOptions {
+                patterns,
+                cooldown: config.reception.same_card_cooldown,
+                wait: Duration::from_secs(30),
+            };
+            pcsc_thread = Some(pcsc::spawn(options, tx.clone(), stop.clone())?);
+        }
+        if let Some(fake) = extras.simulated {
+            supervise(&tasks, "simulated-reader", &stop, &failed, {
+                let (tx, stop) = (tx.clone(), stop.clone());
+                async move {
+                    fake.run(tx, stop).await;
+                    Ok(())
+                }
+            });
+        }
+        drop(tx);
+
+        supervise(&tasks, "reception", &stop, &failed, reception(rx, writer, state.clone()));
+
+        let router = api::router(state.clone());
+        supervise(&tasks, "http", &stop, &failed, {
+            let stop = stop.clone();
+            let sse_shutdown = state.shutdown.clone();
+            async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        stop.cancelled().await;
+                        sse_shutdown.cancel();
+                    })
+                    .await
+                    .context("HTTP server failed")
+            }
+        });
+        tasks.close();
+
+        stop.cancelled().await;
+        tracing::info!("stopping: finishing in-flight taps");
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            tasks.wait().await;
+            let joins = tokio::task::spawn_blocking(move || {
+                if let Some(t) = pcsc_thread {
+                    let _ = t.join();
+                }
+                // The reception task dropped the last Writer: the thread has
+                // finished its queue and commits by the time it ends.
+                let _ = writer_thread.join();
+            });
+            let _ = joins.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("some tasks did not stop within {SHUTDOWN_GRACE:?}; exiting anyway");
+        }
+        if failed.is_cancelled() {
+            anyhow::bail!("the kiosk stopped because a task failed; see the log above");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+fn pcsc_patterns(config: &Config) -> Vec<String> {
+    config
+        .readers
+        .iter()
+        .map(|r| match r {
+            ReaderConfig::Pcsc { name } => name.clone(),
+        })
+        .collect()
+}
+
+/// Spawns a named long-lived task. Any exit before shutdown stops the daemon
+/// (fail fast: systemd restarts it), and every exit is logged.
+fn supervise(
+    tasks: &TaskTracker,
+    name: &'static str,
+    stop: &CancellationToken,
+    failed: &CancellationToken,
+    fut: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) {
+    let (stop, failed) = (stop.clone(), failed.clone());
+    tasks.spawn(async move {
+        let result = fut.await;
+        match (&result, stop.is_cancelled()) {
+            (Ok(()), true) => tracing::debug!(task = name, "task stopped"),
+            (Ok(()), false) => {
+                tracing::error!(task = name, "task ended unexpectedly; stopping the kiosk");
+                failed.cancel();
+            }
+            (Err(e), _) => {
+                tracing::error!(task = name, error = format!("{e:#}"), "task failed; stopping the kiosk");
+                failed.cancel();
+            }
+        }
+        stop.cancel();
+    });
+}
+
+/// Turns device events into stored visits and screen events, strictly in order.
+/// Ends when every reader backend has stopped and the channel is drained.
+async fn reception(
+    mut rx: mpsc::Receiver<DeviceEvent>,
+    writer: Writer,
+    state: ApiState,
+) -> anyhow::Result<()> {
+    let publish = |ev: PublicEvent| {
+        // No subscriber is fine: the screen may not be open.
+        let _ = state.events.send(ev);
+    };
+    while let Some(event) = rx.recv().await {
+        match event {
+            DeviceEvent::Card(card) => {
+                state.board.tapped(&card.reader, card.at);
+                let input = TapInput {
+                    source: card.reader.clone(),
+                    token: card.token.clone(),
+                    device_time: card.at,
+                };
+                let result = writer.call(move |store| store.record_tap(&input)).await;
+                let greeting = match result {
+                    Ok(rec) => {
+                        tracing::info!(
+                            reader = %card.reader,
+                            outcome = %rec.visit.outcome,
+                            seq = rec.visit.seq,
+                            visit = %rec.visit.id,
+                            "tap recorded"
+                        );
+                        Greeting::from_recorded(&rec, &card.reader, card.at)
+                    }
+                    Err(e) => {
+                        tracing::error!(reader = %card.reader, error = %e, "could not store a tap; the visitor is sent to reception");
+                        Greeting::store_failed(&card.reader, card.at)
+                    }
+                };
+                publish(PublicEvent::Greeting(greeting));
+                tracing::debug!(
+                    reader = %card.reader,
+                    micros = card.read_at.elapsed().as_micros() as u64,
+                    "tap: UID read to greeting published"
+                );
+            }
+            DeviceEvent::Presence { reader, present } => {
+                publish(PublicEvent::Reader(state.board.set_present(&reader, present).into()));
+            }
+            DeviceEvent::Reader { reader, connected } => {
+                publish(PublicEvent::Reader(state.board.set_connected(&reader, connected).into()));
+            }
+            DeviceEvent::Service { backend, up, detail } => {
+                state.board.set_service(backend, up, detail);
+            }
+        }
+    }
+    Ok(())
+}

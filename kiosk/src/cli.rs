@@ -1,0 +1,286 @@
+//! The `kiosk` command line: parses arguments and runs one command.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kiosk_config::{Config, ConfigError};
+use kiosk_device::CardToken;
+use kiosk_device::fake::FakeReader;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{App, Extras};
+use crate::roster;
+use crate::store::{Identity, Store};
+
+/// The sample roster shipped with the project, used by `kiosk demo`.
+pub const SAMPLE_ROSTER: &[u8] = include_bytes!("../../examples/roster.csv");
+
+#[derive(Debug, Parser)]
+#[command(name = "kiosk", version, about = "Reception kiosk for sales offices: card taps become visits and greetings")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the kiosk daemon.
+    Run {
+        #[arg(long, short, env = "KIOSK_CONFIG", default_value = "kiosk.toml")]
+        config: PathBuf,
+    },
+    /// Run a kiosk with a sample roster and a simulated reader (plus any real PC/SC reader).
+    Demo {
+        /// Where the screen is served.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Keep the demo's data here instead of a temporary folder.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Seconds between simulated taps.
+        #[arg(long, default_value_t = 4)]
+        every: u64,
+    },
+    /// Check a config file; prints every problem with its key path, exit 1 if any.
+    CheckConfig { file: PathBuf },
+    /// Manage the local roster.
+    Roster {
+        #[command(subcommand)]
+        command: RosterCommand,
+    },
+    /// List the PC/SC readers seen now.
+    Readers,
+}
+
+#[derive(Debug, Subcommand)]
+enum RosterCommand {
+    /// Import a roster CSV (see the README); all rows or none.
+    Import {
+        file: PathBuf,
+        #[arg(long, short, env = "KIOSK_CONFIG", default_value = "kiosk.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::CheckConfig { file } => return check_config(&file),
+        Command::Roster {
+            command: RosterCommand::Import { file, config },
+        } => return import_roster(&config, &file),
+        Command::Readers => readers(),
+        Command::Run { config } => load(&config).and_then(|c| serve(c, Extras::default(), false)),
+        Command::Demo {
+            listen,
+            data_dir,
+            every,
+        } => demo(listen, data_dir, every),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kiosk: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KIOSK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn check_config(file: &Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(cfg) => {
+            println!(
+                "{}: OK (kiosk {}, office {}, {} reader entr{})",
+                file.display(),
+                cfg.kiosk.id,
+                cfg.kiosk.office,
+                cfg.readers.len(),
+                if cfg.readers.len() == 1 { "y" } else { "ies" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid { path, problems }) => {
+            for p in &problems {
+                println!("{}: {p}", path.display());
+            }
+            eprintln!("{} problem(s); fix them and run check-config again", problems.len());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("kiosk: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import_roster(config: &Path, file: &Path) -> ExitCode {
+    let run = || -> anyhow::Result<Result<String, Vec<roster::RowError>>> {
+        let cfg = load(config)?;
+        let bytes = std::fs::read(file)
+            .with_context(|| format!("cannot read roster file {}", file.display()))?;
+        let parsed = match roster::parse_csv(&bytes) {
+            Ok(r) => r,
+            Err(errors) => return Ok(Err(errors)),
+        };
+        let mut store = Store::open(&cfg.kiosk.data_dir, identity(&cfg))?;
+        let s = store.import_roster(&parsed)?;
+        Ok(Ok(format!(
+            "imported {} card(s), {} customer(s), {} consultant(s) into {}",
+            s.cards,
+            s.customers,
+            s.consultants,
+            cfg.kiosk.data_dir.display()
+        )))
+    };
+    match run() {
+        Ok(Ok(summary)) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(errors)) => {
+            for e in &errors {
+                println!("{}: {e}", file.display());
+            }
+            eprintln!("{} problem(s); nothing was imported", errors.len());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("kiosk: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn identity(cfg: &Config) -> Identity {
+    Identity {
+        kiosk_id: cfg.kiosk.id.to_string(),
+        office_id: cfg.kiosk.office.to_string(),
+        time_zone: cfg.kiosk.time_zone.clone(),
+    }
+}
+
+fn readers() -> anyhow::Result<()> {
+    match kiosk_device::pcsc::list_readers() {
+        Ok(names) if names.is_empty() => println!("PC/SC: pcscd answers, but no reader is connected"),
+        Ok(names) => {
+            for n in names {
+                println!("PC/SC: {n}");
+            }
+        }
+        Err(e) => println!(
+            "PC/SC: pcscd is not reachable ({e}); install and start it: apt install pcscd"
+        ),
+    }
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kiosk-rt")
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Runs the daemon until SIGTERM or Ctrl-C.
+fn serve(config: Config, extras: Extras, demo: bool) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let app = App::build(config, extras).await?;
+        let addr = app.local_addr()?;
+        // Printed on stdout, one line, so scripts and tests can find the port.
+        println!("kiosk listening on http://{addr}/");
+        if demo {
+            println!("Kiosk screen:  http://{addr}/");
+            println!("Status (JSON): http://{addr}/api/v1/status");
+            println!("Visits (JSON): http://{addr}/api/v1/visits");
+            println!("A simulated reader taps a sample card every few seconds. Ctrl-C stops.");
+        }
+        let _ = std::io::stdout().flush();
+        let cancel = CancellationToken::new();
+        tokio::spawn(stop_on_signal(cancel.clone()));
+        app.run_until_stopped(cancel).await
+    })
+}
+
+async fn stop_on_signal(cancel: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; use Ctrl-C");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C received"),
+        () = term => tracing::info!("SIGTERM received"),
+        () = cancel.cancelled() => return,
+    }
+    cancel.cancel();
+}
+
+fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>, every: u64) -> anyhow::Result<()> {
+    let temp;
+    let data_dir = match data_dir {
+        Some(d) => d,
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("kiosk-demo-")
+                .tempdir()
+                .context("cannot create a temporary folder for the demo")?;
+            temp.path().to_owned()
+        }
+    };
+    let text = format!(
+        "[kiosk]\nid = \"demo\"\noffice = \"demo-office\"\noffice_name = \"滨江壹号 售楼处 · Demo\"\n\
+         time_zone = \"Asia/Shanghai\"\ndata_dir = {:?}\nlisten = \"{listen}\"\n",
+        data_dir.display().to_string()
+    );
+    let config = Config::parse(&text, Path::new("."))
+        .map_err(|p| anyhow::anyhow!("demo config is invalid: {p:?}"))?;
+    let roster = roster::parse_csv(SAMPLE_ROSTER)
+        .map_err(|e| anyhow::anyhow!("sample roster is invalid: {e:?}"))?;
+    Store::open(&data_dir, identity(&config))?.import_roster(&roster)?;
+    let cards = [
+        "nfc:04A1B2C3D4E5F6", // gold member 张先生
+        "nfc:04112233445566", // silver member 王女士
+        "nfc:04C0FFEE000001", // unknown card
+        "nfc:04DEADBEEF0001", // revoked card
+        "nfc:08A1B2C3",       // a phone: random UID
+        "nfc:04AABBCCDD0011", // 欧阳女士
+        "nfc:04A1B2C3D4E5F6", // 张先生 again: greeted, same visit
+    ]
+    .iter()
+    .map(|t| CardToken::parse(t))
+    .collect::<Result<Vec<_>, _>>()?;
+    let extras = Extras {
+        simulated: Some(FakeReader {
+            name: "Simulated reader".into(),
+            cards,
+            every: Duration::from_secs(every.max(1)),
+        }),
+    };
+    serve(config, extras, true)
+}

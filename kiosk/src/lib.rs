@@ -1,0 +1,8 @@
+//! The kiosk daemon: local store, reception rules, HTTP API and screen, and the wiring between them.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod roster;
+pub mod rules;
+pub mod store;

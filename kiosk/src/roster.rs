@@ -1,0 +1,419 @@
+//! Roster CSV import: parse and validate a whole file, reporting every bad row by line, before anything is stored.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use kiosk_device::CardToken;
+
+/// How the screen addresses a customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Title {
+    Mr,
+    Ms,
+}
+
+impl Title {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Title::Mr => "mr",
+            Title::Ms => "ms",
+        }
+    }
+
+    pub fn zh(self) -> &'static str {
+        match self {
+            Title::Mr => "先生",
+            Title::Ms => "女士",
+        }
+    }
+
+    pub fn en(self) -> &'static str {
+        match self {
+            Title::Mr => "Mr.",
+            Title::Ms => "Ms.",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Title> {
+        match text.trim().to_lowercase().trim_end_matches('.') {
+            "mr" | "先生" | "m" | "male" | "男" => Some(Title::Mr),
+            "ms" | "女士" | "f" | "female" | "女" | "mrs" | "miss" => Some(Title::Ms),
+            _ => None,
+        }
+    }
+
+    /// Reads a value the schema's CHECK constraint already guarantees.
+    pub(crate) fn from_db(text: &str) -> Title {
+        if text == "ms" { Title::Ms } else { Title::Mr }
+    }
+}
+
+/// Member tier (design §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    Normal,
+    Silver,
+    Gold,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Normal => "normal",
+            Tier::Silver => "silver",
+            Tier::Gold => "gold",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Tier> {
+        match text.trim().to_lowercase().as_str() {
+            "normal" | "普通" | "普通会员" => Some(Tier::Normal),
+            "silver" | "银卡" | "银卡会员" => Some(Tier::Silver),
+            "gold" | "金卡" | "金卡会员" => Some(Tier::Gold),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn from_db(text: &str) -> Tier {
+        match text {
+            "gold" => Tier::Gold,
+            "silver" => Tier::Silver,
+            _ => Tier::Normal,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Customer {
+    pub id: String,
+    pub surname: String,
+    pub title: Title,
+    pub tier: Tier,
+    pub consultant_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardEntry {
+    pub token: CardToken,
+    pub customer_id: String,
+    pub active: bool,
+    /// Why a card is revoked, for staff; never shown on the public screen.
+    pub note: Option<String>,
+}
+
+/// A validated roster, ready to store in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Roster {
+    pub consultants: BTreeMap<String, String>,
+    pub customers: BTreeMap<String, Customer>,
+    pub cards: Vec<CardEntry>,
+}
+
+/// One problem in a roster file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// 1-based line in the file; 0 for the file as a whole.
+    pub line: u64,
+    pub message: String,
+}
+
+impl fmt::Display for RowError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "line {}: {}", self.line, self.message)
+        }
+    }
+}
+
+/// The columns a roster file may have; the first five are required.
+pub const COLUMNS: [&str; 9] = [
+    "card",
+    "customer_id",
+    "surname",
+    "title",
+    "tier",
+    "card_status",
+    "consultant_id",
+    "consultant_name",
+    "note",
+];
+const REQUIRED: usize = 5;
+
+/// Parses a roster CSV (UTF-8, header row first). All problems are returned together.
+pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
+    // Excel's "CSV UTF-8" starts with a byte-order mark.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    let mut errors = Vec::new();
+    let header = match reader.headers() {
+        Ok(h) => h.clone(),
+        Err(e) => return Err(vec![csv_error(&e)]),
+    };
+    let mut index = [None; COLUMNS.len()];
+    for (i, name) in header.iter().enumerate() {
+        match COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(name)) {
+            Some(c) if index[c].is_some() => errors.push(RowError {
+                line: 1,
+                message: format!("column {name:?} appears twice; keep one"),
+            }),
+            Some(c) => index[c] = Some(i),
+            None => errors.push(RowError {
+                line: 1,
+                message: format!("unknown column {name:?}; the columns are {}", COLUMNS.join(", ")),
+            }),
+        }
+    }
+    for (c, name) in COLUMNS.iter().enumerate().take(REQUIRED) {
+        if index[c].is_none() {
+            errors.push(RowError {
+                line: 1,
+                message: format!(
+                    "required column {name:?} is missing; the header must name at least {}",
+                    COLUMNS[..REQUIRED].join(", ")
+                ),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let mut roster = Roster::default();
+    // Where each key was first given, to name both lines in a conflict.
+    let mut card_line: BTreeMap<CardToken, u64> = BTreeMap::new();
+    let mut customer_line: BTreeMap<String, u64> = BTreeMap::new();
+    let mut consultant_line: BTreeMap<String, u64> = BTreeMap::new();
+    let mut rows = 0;
+    for result in reader.records() {
+        let record = match result {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(csv_error(&e));
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, csv::Position::line);
+        rows += 1;
+        let get = |c: usize| index[c].and_then(|i| record.get(i)).unwrap_or("");
+        let mut bad = |message: String| errors.push(RowError { line, message });
+
+        let token = match CardToken::parse(get(0)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                bad(format!("card: {e}"));
+                None
+            }
+        };
+        let customer_id = get(1);
+        if customer_id.is_empty() || customer_id.chars().count() > 64 {
+            bad("customer_id: write the customer's id from the CRM (1 to 64 characters), e.g. C0001".into());
+        }
+        let surname = get(2);
+        if !valid_surname(surname) {
+            bad(format!(
+                "surname: {surname:?} is not a family name; write the family name only (e.g. 张 or 欧阳), the screen shows it as 张先生"
+            ));
+        }
+        let title = Title::parse(get(3));
+        if title.is_none() {
+            bad(format!("title: {:?} is not a title; write mr or ms (先生 or 女士)", get(3)));
+        }
+        let tier = Tier::parse(get(4));
+        if tier.is_none() {
+            bad(format!("tier: {:?} is not a tier; write normal, silver or gold", get(4)));
+        }
+        let active = match get(5).to_lowercase().as_str() {
+            "" | "active" => Some(true),
+            "revoked" => Some(false),
+            other => {
+                bad(format!("card_status: {other:?} is not a card status; write active or revoked"));
+                None
+            }
+        };
+        let (consultant_id, consultant_name) = (get(6), get(7));
+        if consultant_id.is_empty() != consultant_name.is_empty() {
+            bad("consultant_id and consultant_name go together: fill both, or leave both empty".into());
+        }
+        let note = get(8);
+        if note.chars().count() > 200 {
+            bad("note: keep it under 200 characters".into());
+        }
+
+        if let Some(token) = &token {
+            if let Some(first) = card_line.get(token) {
+                bad(format!("card {token} is already on line {first}; a card belongs to one row"));
+            } else {
+                card_line.insert(token.clone(), line);
+            }
+        }
+        if !consultant_id.is_empty() && !consultant_name.is_empty() {
+            match roster.consultants.get(consultant_id) {
+                Some(name) if name != consultant_name => bad(format!(
+                    "consultant {consultant_id} is named {name:?} on line {}; use one name",
+                    consultant_line[consultant_id]
+                )),
+                Some(_) => {}
+                None => {
+                    roster
+                        .consultants
+                        .insert(consultant_id.to_owned(), consultant_name.to_owned());
+                    consultant_line.insert(consultant_id.to_owned(), line);
+                }
+            }
+        }
+        let (Some(token), Some(title), Some(tier), Some(active)) = (token, title, tier, active) else {
+            continue;
+        };
+        let customer = Customer {
+            id: customer_id.to_owned(),
+            surname: surname.to_owned(),
+            title,
+            tier,
+            consultant_id: (!consultant_id.is_empty()).then(|| consultant_id.to_owned()),
+        };
+        match roster.customers.get(customer_id) {
+            Some(existing) if *existing != customer => bad(format!(
+                "customer {customer_id} is given differently on line {}; its surname, title, tier and consultant must match on every row",
+                customer_line[customer_id]
+            )),
+            Some(_) => {}
+            None => {
+                customer_line.insert(customer_id.to_owned(), line);
+                roster.customers.insert(customer_id.to_owned(), customer);
+            }
+        }
+        roster.cards.push(CardEntry {
+            token,
+            customer_id: customer_id.to_owned(),
+            active,
+            note: (!note.is_empty()).then(|| note.to_owned()),
+        });
+    }
+    if rows == 0 && errors.is_empty() {
+        errors.push(RowError {
+            line: 0,
+            message: "the file has a header but no rows; add one row per card".into(),
+        });
+    }
+    if errors.is_empty() {
+        Ok(roster)
+    } else {
+        errors.sort_by_key(|e| e.line);
+        Err(errors)
+    }
+}
+
+/// A family name: 1–2 Chinese characters (欧阳, 司马), or one Latin word for pinyin or
+/// foreign names. Anything longer is probably a full name, which the kiosk must not hold.
+fn valid_surname(s: &str) -> bool {
+    let n = s.chars().count();
+    let cjk = |c: char| ('\u{4E00}'..='\u{9FFF}').contains(&c) || ('\u{3400}'..='\u{4DBF}').contains(&c);
+    if s.chars().all(cjk) {
+        return (1..=2).contains(&n);
+    }
+    (1..=20).contains(&n) && s.chars().all(|c| c.is_alphabetic() || c == '-' || c == '\'')
+}
+
+fn csv_error(e: &csv::Error) -> RowError {
+    let line = e.position().map_or(0, csv::Position::line);
+    let message = match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => {
+            "not UTF-8 text; save the file as \"CSV UTF-8\" (in Excel: Save As → CSV UTF-8)".to_owned()
+        }
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!(
+            "has {len} fields but the header has {expected_len}; check for a missing or extra comma (put text containing commas in double quotes)"
+        ),
+        _ => format!("not readable as CSV: {e}"),
+    };
+    RowError { line, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "card,customer_id,surname,title,tier,card_status,consultant_id,consultant_name,note\n";
+
+    #[test]
+    fn the_example_file_parses() {
+        let roster = parse_csv(include_bytes!("../../examples/roster.csv")).expect("example roster");
+        assert!(roster.cards.len() >= 4);
+        assert!(roster.cards.iter().any(|c| !c.active));
+        assert!(roster.consultants.contains_key("E01"));
+    }
+
+    #[test]
+    fn rows_normalize() {
+        let csv = format!("\u{FEFF}{HEADER}nfc:04a1b2c3,C1,张,先生,金卡,,E1,李娜,\nnfc:04a1b2c4,C1,张,mr,gold,revoked,E1,李娜,lost\n");
+        let roster = parse_csv(csv.as_bytes()).expect("valid");
+        assert_eq!(roster.cards[0].token.as_str(), "nfc:04A1B2C3");
+        assert_eq!(roster.customers["C1"].tier, Tier::Gold);
+        assert_eq!(roster.customers["C1"].title, Title::Mr);
+        assert!(!roster.cards[1].active);
+        assert_eq!(roster.cards[1].note.as_deref(), Some("lost"));
+    }
+
+    /// Each case: file body after the header, then the expected messages.
+    #[test]
+    fn bad_rows_are_reported_with_line_numbers() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("", "", &["the file has a header but no rows"]),
+            (
+                "card,customer_id,surname,title,phone\n",
+                "raw",
+                &[
+                    "line 1: unknown column \"phone\"",
+                    "line 1: required column \"tier\" is missing",
+                ],
+            ),
+            ("04A1B2C3,C1,张,mr,gold,,,,\n", "", &["line 2: card: \"04A1B2C3\" is not a card token"]),
+            (
+                "nfc:04A1B2C3,C1,张伟明,mr,gold,,,,\nnfc:04A1B2C4,,王,sir,platinum,lost,E1,,\n",
+                "",
+                &[
+                    "line 2: surname: \"张伟明\" is not a family name",
+                    "line 3: customer_id: write the customer's id",
+                    "line 3: title: \"sir\" is not a title",
+                    "line 3: tier: \"platinum\" is not a tier",
+                    "line 3: card_status: \"lost\" is not a card status",
+                    "line 3: consultant_id and consultant_name go together",
+                ],
+            ),
+            (
+                "nfc:04A1B2C3,C1,张,mr,gold,,E1,李娜,\nnfc:04a1b2c3,C2,王,ms,gold,,E1,李丽,\nnfc:04A1B2C5,C1,张,ms,gold,,E1,李娜,\n",
+                "",
+                &[
+                    "line 3: card nfc:04A1B2C3 is already on line 2",
+                    "line 3: consultant E1 is named \"李娜\" on line 2",
+                    "line 4: customer C1 is given differently on line 2",
+                ],
+            ),
+            ("nfc:04A1B2C3,C1,13800138000,mr,gold,,,,\n", "", &["line 2: surname: \"13800138000\" is not a family name"]),
+            ("nfc:04A1B2C3,C1,张,mr,gold\n", "", &["line 2: has 5 fields but the header has 9"]),
+        ];
+        for (body, mode, expected) in cases {
+            let text = if *mode == "raw" { body.to_string() } else { format!("{HEADER}{body}") };
+            let errors = parse_csv(text.as_bytes()).expect_err(body);
+            let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            for want in *expected {
+                assert!(shown.iter().any(|s| s.contains(want)), "{body:?}: expected {want:?} in {shown:#?}");
+            }
+        }
+    }
+
+    #[test]
+    fn non_utf8_files_get_a_fix() {
+        // "张" in GBK, as Excel writes a plain CSV on a Chinese Windows.
+        let mut bytes = HEADER.as_bytes().to_vec();
+        bytes.extend_from_slice(b"nfc:04A1B2C3,C1,\xD5\xC5,mr,gold,,,,\n");
+        let errors = parse_csv(&bytes).expect_err("GBK");
+        assert!(errors[0].to_string().contains("CSV UTF-8"), "{errors:?}");
+    }
+}

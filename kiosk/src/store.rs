@@ -1,0 +1,626 @@
+//! The kiosk's SQLite store: roster, visits and the sync outbox, written through one writer thread.
+//!
+//! Durability: WAL with `synchronous = FULL`, so a commit is on disk when it returns;
+//! the daemon acknowledges a visit (screen, API) only after that.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use kiosk_device::{CardToken, Method};
+use kiosk_sync::wire;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::roster::{Roster, Tier, Title};
+use crate::rules::{self, CardFacts, Decision, TapFacts, VisitKind};
+
+/// The store's file inside `data_dir`.
+pub const DB_FILE: &str = "kiosk.sqlite";
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) STRICT;
+INSERT OR IGNORE INTO counters (name, value) VALUES ('outbox_seq', 0);
+
+CREATE TABLE IF NOT EXISTS consultants (
+    id   TEXT PRIMARY KEY,
+    name TEXT NOT NULL
+) STRICT;
+
+-- Only what the screen needs: surname and title, never a full name or a phone.
+CREATE TABLE IF NOT EXISTS customers (
+    id            TEXT PRIMARY KEY,
+    surname       TEXT NOT NULL,
+    title         TEXT NOT NULL CHECK (title IN ('mr', 'ms')),
+    tier          TEXT NOT NULL CHECK (tier IN ('normal', 'silver', 'gold')),
+    consultant_id TEXT REFERENCES consultants (id)
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS cards (
+    token       TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL REFERENCES customers (id),
+    status      TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
+    note        TEXT
+) STRICT;
+
+-- Every recorded tap: counted customer visits (outcome 'welcome', at most one per
+-- customer per office day) and uncounted evidence (unknown and denied cards).
+CREATE TABLE IF NOT EXISTS visits (
+    id              TEXT PRIMARY KEY,
+    seq             INTEGER NOT NULL UNIQUE,
+    source          TEXT NOT NULL,
+    method          TEXT NOT NULL,
+    card            TEXT,
+    customer_id     TEXT,
+    outcome         TEXT NOT NULL,
+    reason          TEXT,
+    reason_detail   TEXT,
+    kind            TEXT,
+    consultant_id   TEXT,
+    stand_in        INTEGER NOT NULL DEFAULT 0,
+    office_day      TEXT NOT NULL,
+    device_time     TEXT NOT NULL,
+    recorded_at     TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS visits_one_per_customer_day
+    ON visits (customer_id, office_day) WHERE outcome = 'welcome';
+CREATE INDEX IF NOT EXISTS visits_by_day ON visits (office_day, seq);
+
+-- What sync will push: the record's JSON frozen at commit, in seq order.
+CREATE TABLE IF NOT EXISTS outbox (
+    seq       INTEGER PRIMARY KEY,
+    record_id TEXT NOT NULL UNIQUE,
+    kind      TEXT NOT NULL,
+    body      TEXT NOT NULL,
+    sent_at   TEXT
+) STRICT;
+"#;
+
+/// Why the store failed; messages say what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the data folder {path}: {source}; check that the folder can be created and written")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the kiosk database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("the kiosk database {path} has schema version {found}, newer than this kiosk ({SCHEMA_VERSION}); install the newer kiosk again")]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("the store's writer thread has stopped")]
+    WriterGone,
+}
+
+/// Who this kiosk is, as the store needs it for visits.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub kiosk_id: String,
+    pub office_id: String,
+    pub time_zone: jiff::tz::TimeZone,
+}
+
+/// Opens (creating if needed) the database in `data_dir` and brings its schema up to date.
+pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let path = data_dir.join(DB_FILE);
+    let open_err = |source| StoreError::Open {
+        path: path.clone(),
+        source,
+    };
+    let conn = Connection::open(&path).map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(open_err)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(open_err)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path,
+            found: version,
+        });
+    }
+    if version < SCHEMA_VERSION {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(open_err)?;
+    }
+    Ok(conn)
+}
+
+/// A tap handed to the store.
+#[derive(Debug, Clone)]
+pub struct TapInput {
+    pub source: String,
+    pub token: CardToken,
+    pub device_time: jiff::Timestamp,
+}
+
+/// The customer as the store keeps them; the masked name is all there is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerView {
+    pub id: String,
+    pub surname: String,
+    pub title: Title,
+    pub tier: Tier,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsultantView {
+    pub id: String,
+    pub name: String,
+}
+
+/// A stored visit, or the day's existing visit for a repeat tap.
+#[derive(Debug, Clone)]
+pub struct VisitView {
+    pub id: Uuid,
+    pub seq: u64,
+    pub source: String,
+    pub method: String,
+    pub card: Option<String>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub reason_detail: Option<String>,
+    pub kind: Option<String>,
+    pub customer: Option<CustomerView>,
+    pub consultant: Option<ConsultantView>,
+    pub office_day: String,
+    pub device_time: String,
+    pub recorded_at: String,
+}
+
+/// The result of a tap, committed.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub decision: Decision,
+    /// For a repeat tap, the day's existing visit.
+    pub visit: VisitView,
+}
+
+/// Summary of a roster import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub consultants: usize,
+    pub customers: usize,
+    pub cards: usize,
+}
+
+/// Counts for the status page.
+#[derive(Debug, Clone, Copy)]
+pub struct Counts {
+    pub visits_today: u64,
+    pub outbox_backlog: u64,
+    pub cards: u64,
+}
+
+/// The single writer. Owned by one thread in the daemon, used directly by the CLI.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    identity: Identity,
+}
+
+struct CardRow {
+    status: String,
+    note: Option<String>,
+    customer: CustomerView,
+    consultant: Option<ConsultantView>,
+}
+
+impl Store {
+    pub fn open(data_dir: &Path, identity: Identity) -> Result<Store, StoreError> {
+        Ok(Store {
+            conn: open(data_dir)?,
+            identity,
+        })
+    }
+
+    /// Records a tap in one transaction (visit + outbox row) and returns what to show.
+    pub fn record_tap(&mut self, tap: &TapInput) -> Result<Recorded, StoreError> {
+        let office_day = tap
+            .device_time
+            .to_zoned(self.identity.time_zone.clone())
+            .date()
+            .to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row = lookup_card(&tx, tap.token.as_str())?;
+        let (today_visit, visited_before) = match &row {
+            Some(r) => {
+                let today: Option<String> = tx
+                    .query_row(
+                        "SELECT id FROM visits WHERE customer_id = ?1 AND office_day = ?2 AND outcome = 'welcome'",
+                        params![r.customer.id, office_day],
+                        |x| x.get(0),
+                    )
+                    .optional()?;
+                let before: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM visits WHERE customer_id = ?1 AND office_day < ?2 AND outcome = 'welcome')",
+                    params![r.customer.id, office_day],
+                    |x| x.get(0),
+                )?;
+                (today, before)
+            }
+            None => (None, false),
+        };
+        let facts = TapFacts {
+            random_uid: tap.token.is_random_uid(),
+            card: row.as_ref().map(|r| CardFacts {
+                active: r.status == "active",
+            }),
+            visited_today: today_visit.is_some(),
+            visited_before,
+        };
+        let decision = rules::decide(&facts);
+        if let (Decision::Repeat, Some(id)) = (decision, &today_visit) {
+            // Every tap greets, but the day's visit already exists: nothing to write.
+            let visit = visit_by_id(&tx, id)?;
+            return Ok(Recorded { decision, visit });
+        }
+        let (outcome, reason, kind) = match decision {
+            Decision::Welcome(kind) => (wire::Outcome::Welcome, None, Some(kind)),
+            Decision::Unknown => (wire::Outcome::Unknown, None, None),
+            Decision::Denied(r) => (wire::Outcome::Denied, Some(r), None),
+            // Repeat with no visit of the day cannot come out of `decide`; were it
+            // to, counting it as a revisit keeps the tap rather than losing it.
+            Decision::Repeat => (wire::Outcome::Welcome, None, Some(VisitKind::Revisit)),
+        };
+        // A random UID identifies nobody; keeping the customer of a roster row
+        // that wrongly lists one would credit a phone's tap to a member.
+        let row = if tap.token.is_random_uid() { None } else { row };
+        let reason_detail = match reason {
+            Some(rules::DenyReason::CardRevoked) => row.as_ref().and_then(|r| r.note.clone()),
+            _ => None,
+        };
+        let seq: u64 = tx.query_row(
+            "UPDATE counters SET value = value + 1 WHERE name = 'outbox_seq' RETURNING value",
+            [],
+            |r| r.get(0),
+        )?;
+        let record = wire::VisitRecord {
+            id: Uuid::now_v7(),
+            kiosk_id: self.identity.kiosk_id.clone(),
+            office_id: self.identity.office_id.clone(),
+            seq,
+            source: tap.source.clone(),
+            method: wire_method(tap.token.method()),
+            card: Some(tap.token.as_str().to_owned()),
+            customer_id: row.as_ref().map(|r| r.customer.id.clone()),
+            outcome,
+            reason: reason.map(|r| r.code().to_owned()),
+            kind: kind.map(|k| match k {
+                VisitKind::First => wire::VisitKind::First,
+                VisitKind::Revisit => wire::VisitKind::Revisit,
+            }),
+            consultant_id: row
+                .as_ref()
+                .and_then(|r| r.consultant.as_ref().map(|c| c.id.clone())),
+            stand_in: false,
+            device_time: tap.device_time,
+            recorded_at: jiff::Timestamp::now(),
+        };
+        let outcome_str = outcome_code(outcome);
+        tx.execute(
+            "INSERT INTO visits (id, seq, source, method, card, customer_id, outcome, reason, reason_detail,
+                                 kind, consultant_id, stand_in, office_day, device_time, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14)",
+            params![
+                record.id.to_string(),
+                seq,
+                record.source,
+                tap.token.method().as_str(),
+                record.card,
+                record.customer_id,
+                outcome_str,
+                record.reason,
+                reason_detail,
+                kind.map(VisitKind::as_str),
+                record.consultant_id,
+                office_day,
+                record.device_time.to_string(),
+                record.recorded_at.to_string(),
+            ],
+        )?;
+        let body = serde_json::to_string(&wire::Record::Visit(record.clone()))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        tx.execute(
+            "INSERT INTO outbox (seq, record_id, kind, body) VALUES (?1, ?2, 'visit', ?3)",
+            params![seq, record.id.to_string(), body],
+        )?;
+        tx.commit()?;
+        Ok(Recorded {
+            decision,
+            visit: VisitView {
+                id: record.id,
+                seq,
+                source: record.source,
+                method: tap.token.method().as_str().to_owned(),
+                card: record.card,
+                outcome: outcome_str.to_owned(),
+                reason: record.reason,
+                reason_detail,
+                kind: kind.map(|k| k.as_str().to_owned()),
+                customer: row.as_ref().map(|r| r.customer.clone()),
+                consultant: row.and_then(|r| r.consultant),
+                office_day,
+                device_time: record.device_time.to_string(),
+                recorded_at: record.recorded_at.to_string(),
+            },
+        })
+    }
+
+    /// Applies a validated roster in one transaction: all of it or none of it.
+    pub fn import_roster(&mut self, roster: &Roster) -> Result<ImportSummary, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (id, name) in &roster.consultants {
+            tx.execute(
+                "INSERT INTO consultants (id, name) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                params![id, name],
+            )?;
+        }
+        for c in roster.customers.values() {
+            tx.execute(
+                "INSERT INTO customers (id, surname, title, tier, consultant_id) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET surname = excluded.surname, title = excluded.title,
+                     tier = excluded.tier, consultant_id = excluded.consultant_id",
+                params![
+                    c.id,
+                    c.surname,
+                    c.title.as_str(),
+                    c.tier.as_str(),
+                    c.consultant_id
+                ],
+            )?;
+        }
+        for card in &roster.cards {
+            tx.execute(
+                "INSERT INTO cards (token, customer_id, status, note) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (token) DO UPDATE SET customer_id = excluded.customer_id,
+                     status = excluded.status, note = excluded.note",
+                params![
+                    card.token.as_str(),
+                    card.customer_id,
+                    if card.active { "active" } else { "revoked" },
+                    card.note
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(ImportSummary {
+            consultants: roster.consultants.len(),
+            customers: roster.customers.len(),
+            cards: roster.cards.len(),
+        })
+    }
+}
+
+fn wire_method(m: Method) -> wire::Method {
+    match m {
+        Method::Nfc => wire::Method::Nfc,
+        Method::Em4100 => wire::Method::Em4100,
+        Method::Wiegand => wire::Method::Wiegand,
+        Method::Qr => wire::Method::Qr,
+        Method::Manual => wire::Method::Manual,
+    }
+}
+
+fn outcome_code(o: wire::Outcome) -> &'static str {
+    match o {
+        wire::Outcome::Welcome => "welcome",
+        wire::Outcome::Unknown => "unknown",
+        wire::Outcome::Denied => "denied",
+        wire::Outcome::BrokerConfirmed => "broker_confirmed",
+    }
+}
+
+fn lookup_card(conn: &Connection, token: &str) -> Result<Option<CardRow>, rusqlite::Error> {
+    conn.prepare_cached(
+        "SELECT cards.status, cards.note, customers.id, customers.surname, customers.title, customers.tier,
+                consultants.id, consultants.name
+         FROM cards JOIN customers ON customers.id = cards.customer_id
+         LEFT JOIN consultants ON consultants.id = customers.consultant_id
+         WHERE cards.token = ?1",
+    )?
+    .query_row([token], |r| {
+        Ok(CardRow {
+            status: r.get(0)?,
+            note: r.get(1)?,
+            customer: CustomerView {
+                id: r.get(2)?,
+                surname: r.get(3)?,
+                title: Title::from_db(&r.get::<_, String>(4)?),
+                tier: Tier::from_db(&r.get::<_, String>(5)?),
+            },
+            consultant: match (r.get::<_, Option<String>>(6)?, r.get::<_, Option<String>>(7)?) {
+                (Some(id), Some(name)) => Some(ConsultantView { id, name }),
+                _ => None,
+            },
+        })
+    })
+    .optional()
+}
+
+const VISIT_COLUMNS: &str = "v.id, v.seq, v.source, v.method, v.card, v.outcome, v.reason, v.reason_detail, v.kind,
+    c.id, c.surname, c.title, c.tier, k.id, k.name, v.office_day, v.device_time, v.recorded_at";
+const VISIT_FROM: &str = "FROM visits v LEFT JOIN customers c ON c.id = v.customer_id
+    LEFT JOIN consultants k ON k.id = v.consultant_id";
+
+fn visit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VisitView> {
+    let id: String = r.get(0)?;
+    let customer = match r.get::<_, Option<String>>(9)? {
+        Some(cid) => Some(CustomerView {
+            id: cid,
+            surname: r.get(10)?,
+            title: Title::from_db(&r.get::<_, String>(11)?),
+            tier: Tier::from_db(&r.get::<_, String>(12)?),
+        }),
+        None => None,
+    };
+    let consultant = match (r.get::<_, Option<String>>(13)?, r.get::<_, Option<String>>(14)?) {
+        (Some(id), Some(name)) => Some(ConsultantView { id, name }),
+        _ => None,
+    };
+    Ok(VisitView {
+        id: Uuid::parse_str(&id).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        seq: r.get(1)?,
+        source: r.get(2)?,
+        method: r.get(3)?,
+        card: r.get(4)?,
+        outcome: r.get(5)?,
+        reason: r.get(6)?,
+        reason_detail: r.get(7)?,
+        kind: r.get(8)?,
+        customer,
+        consultant,
+        office_day: r.get(15)?,
+        device_time: r.get(16)?,
+        recorded_at: r.get(17)?,
+    })
+}
+
+fn visit_by_id(conn: &Connection, id: &str) -> rusqlite::Result<VisitView> {
+    conn.query_row(
+        &format!("SELECT {VISIT_COLUMNS} {VISIT_FROM} WHERE v.id = ?1"),
+        [id],
+        visit_from_row,
+    )
+}
+
+/// Handle to the writer thread; every write of the daemon goes through it, in order.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    jobs: std_mpsc::Sender<Job>,
+}
+
+type Job = Box<dyn FnOnce(&mut Store) + Send>;
+
+impl Writer {
+    /// Moves `store` onto its own thread. The thread ends, after finishing every
+    /// queued job, once the last `Writer` handle is dropped.
+    pub fn spawn(mut store: Store) -> std::io::Result<(Writer, JoinHandle<()>)> {
+        let (jobs, rx) = std_mpsc::channel::<Job>();
+        let handle = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&mut store);
+                }
+            })?;
+        Ok((Writer { jobs }, handle))
+    }
+
+    /// Runs `f` on the writer thread and waits for its result without blocking the runtime.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |store| {
+            let _ = tx.send(f(store));
+        });
+        self.jobs.send(job).map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// A read-only connection for the HTTP API, used from `spawn_blocking`.
+#[derive(Debug, Clone)]
+pub struct ReadDb {
+    conn: Arc<Mutex<Connection>>,
+    time_zone: jiff::tz::TimeZone,
+}
+
+impl ReadDb {
+    pub fn open(data_dir: &Path, time_zone: jiff::tz::TimeZone) -> Result<ReadDb, StoreError> {
+        let conn = open(data_dir)?;
+        conn.pragma_update(None, "query_only", "ON")?;
+        Ok(ReadDb {
+            conn: Arc::new(Mutex::new(conn)),
+            time_zone,
+        })
+    }
+
+    async fn with<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::WriterGone)?
+        .map_err(StoreError::from)
+    }
+
+    /// Today's office day in the kiosk's time zone.
+    pub fn today(&self) -> String {
+        jiff::Timestamp::now()
+            .to_zoned(self.time_zone.clone())
+            .date()
+            .to_string()
+    }
+
+    /// Visits of one office day, newest first.
+    pub async fn visits(&self, day: String, limit: u32) -> Result<Vec<VisitView>, StoreError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {VISIT_COLUMNS} {VISIT_FROM} WHERE v.office_day = ?1 ORDER BY v.seq DESC LIMIT ?2"
+            ))?;
+            stmt.query_map(params![day, limit], visit_from_row)?
+                .collect()
+        })
+        .await
+    }
+
+    pub async fn counts(&self) -> Result<Counts, StoreError> {
+        let today = self.today();
+        self.with(move |c| {
+            Ok(Counts {
+                visits_today: c.query_row(
+                    "SELECT count(*) FROM visits WHERE office_day = ?1 AND outcome = 'welcome'",
+                    [today],
+                    |r| r.get(0),
+                )?,
+                outbox_backlog: c.query_row(
+                    "SELECT count(*) FROM outbox WHERE sent_at IS NULL",
+                    [],
+                    |r| r.get(0),
+                )?,
+                cards: c.query_row("SELECT count(*) FROM cards", [], |r| r.get(0))?,
+            })
+        })
+        .await
+    }
+}
