@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 /// The hint every duration error ends with, so the fix is on the same line as the problem.
-pub const DURATION_HINT: &str = r#"write a duration such as "3s", "15m" or "15d" (units: ms, s, m, h, d)"#;
+pub const DURATION_HINT: &str =
+    r#"write a duration such as "3s", "15m" or "15d" (units: ms, s, m, h, d)"#;
 
 /// Parses a duration written as one or more `<number><unit>` parts.
 ///
@@ -31,11 +32,28 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         let part = match unit {
             "ms" => Duration::from_millis(number),
             "s" => Duration::from_secs(number),
-            "m" => number.checked_mul(60).map(Duration::from_secs).unwrap_or(Duration::MAX),
-            "h" => number.checked_mul(3600).map(Duration::from_secs).unwrap_or(Duration::MAX),
-            "d" => number.checked_mul(86_400).map(Duration::from_secs).unwrap_or(Duration::MAX),
-            "" => return Err(format!("{text:?} has a number without a unit; {DURATION_HINT}")),
-            other => return Err(format!("{text:?} has an unknown unit {other:?}; {DURATION_HINT}")),
+            "m" => number
+                .checked_mul(60)
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::MAX),
+            "h" => number
+                .checked_mul(3600)
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::MAX),
+            "d" => number
+                .checked_mul(86_400)
+                .map(Duration::from_secs)
+                .unwrap_or(Duration::MAX),
+            "" => {
+                return Err(format!(
+                    "{text:?} has a number without a unit; {DURATION_HINT}"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "{text:?} has an unknown unit {other:?}; {DURATION_HINT}"
+                ));
+            }
         };
         total = total
             .checked_add(part)
@@ -74,7 +92,10 @@ mod tests {
         for (input, expected) in bad {
             let err = parse_duration(input).expect_err(input);
             assert!(err.contains(expected), "input {input:?}: {err}");
-            assert!(err.contains("such as \"3s\""), "input {input:?} lacks the hint: {err}");
+            assert!(
+                err.contains("such as \"3s\""),
+                "input {input:?} lacks the hint: {err}"
+            );
         }
     }
 }

@@ -155,10 +155,7 @@ impl Config {
                     .unwrap_or_default();
                 return Err(vec![Problem {
                     path: String::new(),
-                    message: format!(
-                        "{where_}not valid TOML: {}",
-                        e.message().trim_end()
-                    ),
+                    message: format!("{where_}not valid TOML: {}", e.message().trim_end()),
                 }]);
             }
         };
@@ -201,25 +198,35 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 fn parse_kiosk(mut s: Section<'_>, base_dir: &Path, p: &mut Problems) -> Option<KioskConfig> {
-    let id = s.required_str("id", p).and_then(|v| s.check("id", Ident::parse(v), p));
+    let id = s
+        .required_str("id", p)
+        .and_then(|v| s.check("id", Ident::parse(v), p));
     let office = s
         .required_str("office", p)
         .and_then(|v| s.check("office", Ident::parse(v), p));
     let office_name = s.optional_str("office_name", p).map(str::to_owned);
     if let Some(name) = &office_name {
         if name.trim().is_empty() || name.chars().count() > 64 {
-            p.push(s.key("office_name"), "must be 1 to 64 characters, e.g. \"滨江壹号 售楼处\"");
+            p.push(
+                s.key("office_name"),
+                "must be 1 to 64 characters, e.g. \"滨江壹号 售楼处\"",
+            );
         }
     }
     let time_zone = s.required_str("time_zone", p).and_then(|name| {
-        let parsed = jiff::tz::TimeZone::get(name).map(|tz| (tz, name.to_owned())).map_err(|_| {
-            format!("unknown time zone {name:?}; write an IANA name such as \"Asia/Shanghai\"")
-        });
+        let parsed = jiff::tz::TimeZone::get(name)
+            .map(|tz| (tz, name.to_owned()))
+            .map_err(|_| {
+                format!("unknown time zone {name:?}; write an IANA name such as \"Asia/Shanghai\"")
+            });
         s.check("time_zone", parsed, p)
     });
     let data_dir = s.required_str("data_dir", p).and_then(|v| {
         if v.trim().is_empty() {
-            p.push(s.key("data_dir"), "is empty; write a folder such as \"/var/lib/kiosk\"");
+            p.push(
+                s.key("data_dir"),
+                "is empty; write a folder such as \"/var/lib/kiosk\"",
+            );
             None
         } else {
             Some(base_dir.join(v))
@@ -234,7 +241,17 @@ fn parse_kiosk(mut s: Section<'_>, base_dir: &Path, p: &mut Problems) -> Option<
             });
             s.check("listen", parsed, p)
         });
-    s.finish(&["id", "office", "office_name", "time_zone", "data_dir", "listen"], p);
+    s.finish(
+        &[
+            "id",
+            "office",
+            "office_name",
+            "time_zone",
+            "data_dir",
+            "listen",
+        ],
+        p,
+    );
     let id = id?;
     let office = office?;
     let (time_zone, time_zone_name) = time_zone?;
@@ -289,7 +306,9 @@ fn parse_reception(mut s: Section<'_>, p: &mut Problems) -> Option<ReceptionConf
         Some(v) => {
             let parsed = parse_duration(v).and_then(|d| {
                 if d > Duration::from_secs(3600) {
-                    Err(format!("{v:?} is longer than 1h; a cooldown is a few seconds, e.g. \"3s\""))
+                    Err(format!(
+                        "{v:?} is longer than 1h; a cooldown is a few seconds, e.g. \"3s\""
+                    ))
                 } else {
                     Ok(d)
                 }
@@ -366,7 +385,10 @@ impl<'a> Section<'a> {
         if self.table.contains_key(key) {
             self.optional_str(key, p)
         } else {
-            p.push(self.key(key), "is missing; add it (see the README's config reference)");
+            p.push(
+                self.key(key),
+                "is missing; add it (see the README's config reference)",
+            );
             None
         }
     }
@@ -413,7 +435,10 @@ impl<'a> Section<'a> {
             Some(other) => {
                 p.push(
                     self.key(key),
-                    format!("must be written as [[{key}]] sections, found {}", other.type_str()),
+                    format!(
+                        "must be written as [[{key}]] sections, found {}",
+                        other.type_str()
+                    ),
                 );
                 None
             }
@@ -550,7 +575,10 @@ same_card_cooldown = "5s"
                 ],
             ),
             ("[kiosk\nid='k'", &["line 1: not valid TOML"]),
-            ("reader = 'x'\n[kiosk]\n", &["reader: must be written as [[reader]] sections"]),
+            (
+                "reader = 'x'\n[kiosk]\n",
+                &["reader: must be written as [[reader]] sections"],
+            ),
         ];
         for (input, expected) in cases {
             let problems = Config::parse(input, Path::new("/")).expect_err(input);
@@ -567,6 +595,9 @@ same_card_cooldown = "5s"
     #[test]
     fn load_names_the_file_and_lists_problems() {
         let err = Config::load(Path::new("/nonexistent/kiosk.toml")).expect_err("missing file");
-        assert!(err.to_string().contains("cannot read config file /nonexistent/kiosk.toml"));
+        assert!(
+            err.to_string()
+                .contains("cannot read config file /nonexistent/kiosk.toml")
+        );
     }
 }

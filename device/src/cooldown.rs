@@ -62,10 +62,26 @@ mod tests {
         // Each case: steps with the time in ms, and which taps become events.
         let cases: &[(&str, &[Step], &[bool])] = &[
             ("first tap emits", &[Tap("A", 0)], &[true]),
-            ("held card read again", &[Tap("A", 0), Tap("A", 10_000)], &[true, false]),
-            ("re-tap inside window", &[Tap("A", 0), Leave(500), Tap("A", 2_000)], &[true, false]),
-            ("re-tap after window", &[Tap("A", 0), Leave(500), Tap("A", 3_600)], &[true, true]),
-            ("other card at once", &[Tap("A", 0), Leave(100), Tap("B", 200)], &[true, true]),
+            (
+                "held card read again",
+                &[Tap("A", 0), Tap("A", 10_000)],
+                &[true, false],
+            ),
+            (
+                "re-tap inside window",
+                &[Tap("A", 0), Leave(500), Tap("A", 2_000)],
+                &[true, false],
+            ),
+            (
+                "re-tap after window",
+                &[Tap("A", 0), Leave(500), Tap("A", 3_600)],
+                &[true, true],
+            ),
+            (
+                "other card at once",
+                &[Tap("A", 0), Leave(100), Tap("B", 200)],
+                &[true, true],
+            ),
             (
                 "window runs from leaving",
                 &[Tap("A", 0), Leave(10_000), Tap("A", 12_000)],
@@ -73,7 +89,13 @@ mod tests {
             ),
             (
                 "A B A inside window",
-                &[Tap("A", 0), Leave(100), Tap("B", 200), Leave(300), Tap("A", 400)],
+                &[
+                    Tap("A", 0),
+                    Leave(100),
+                    Tap("B", 200),
+                    Leave(300),
+                    Tap("A", 400),
+                ],
                 &[true, true, false],
             ),
         ];

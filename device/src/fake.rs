@@ -32,9 +32,15 @@ impl FakeReader {
                 () = tokio::time::sleep(self.every) => {}
             }
             let events = [
-                DeviceEvent::Presence { reader: self.name.clone(), present: true },
                 DeviceEvent::Card(CardEvent::now(self.name.clone(), token.clone())),
-                DeviceEvent::Presence { reader: self.name.clone(), present: false },
+                DeviceEvent::Presence {
+                    reader: self.name.clone(),
+                    present: true,
+                },
+                DeviceEvent::Presence {
+                    reader: self.name.clone(),
+                    present: false,
+                },
             ];
             for event in events {
                 if tx.send(event).await.is_err() {

@@ -43,7 +43,11 @@ mod tests {
             ("a*b*c", "aXbY", false),
         ];
         for (pattern, name, expected) in cases {
-            assert_eq!(super::matches(pattern, name), expected, "{pattern:?} vs {name:?}");
+            assert_eq!(
+                super::matches(pattern, name),
+                expected,
+                "{pattern:?} vs {name:?}"
+            );
         }
     }
 }

@@ -19,8 +19,9 @@ pub use token::{CardToken, MAX_QR_LEN, Method, TokenError};
 pub enum DeviceEvent {
     /// A card was read and passed the same-card cooldown: one tap.
     Card(CardEvent),
-    /// A card entered or left a reader's field, before any cooldown. The kiosk
-    /// shows it discreetly and tests use it to know a removal was seen.
+    /// A card entered or left a reader's field, whatever the cooldown decided. An
+    /// arrival is sent after the card was read (so after its `Card` event, if any);
+    /// tests use these to know the kiosk has handled a card.
     Presence { reader: String, present: bool },
     /// A reader appeared or went away.
     Reader { reader: String, connected: bool },

@@ -54,12 +54,7 @@ pub fn spawn(
         let thread_done = thread_done.clone();
         move || {
             let _done = thread_done.drop_guard();
-            Backend {
-                options,
-                tx,
-                stop,
-            }
-            .run();
+            Backend { options, tx, stop }.run();
         }
     })?;
     // Bridges the async token to the blocking world; ends with the thread either way.
@@ -98,7 +93,10 @@ impl Stop {
     }
 
     fn stopped(&self) -> bool {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner).stopped
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stopped
     }
 
     /// Registers the live context; false when already stopped.
@@ -211,7 +209,11 @@ impl Backend {
 
     /// Watches readers on one context until cancelled (`Ok(Ok)`), the daemon closes
     /// (`Err`), or the service fails (`Ok(Err)`).
-    fn watch(&self, ctx: &Context, slots: &mut Vec<Slot>) -> Result<Result<(), pcsc::Error>, Closed> {
+    fn watch(
+        &self,
+        ctx: &Context,
+        slots: &mut Vec<Slot>,
+    ) -> Result<Result<(), pcsc::Error>, Closed> {
         let mut states = vec![ReaderState::new(pcsc::PNP_NOTIFICATION(), State::UNAWARE)];
         let mut ignored: Vec<String> = Vec::new();
         let mut relist = true;
@@ -266,15 +268,17 @@ impl Backend {
                 }
                 if present && !slot.present {
                     slot.present = true;
-                    self.send(DeviceEvent::Presence {
-                        reader: slot.name.clone(),
-                        present: true,
-                    })?;
                     if !ev.contains(State::MUTE) {
                         self.read_card(ctx, state.name(), slot)?;
                     } else {
                         tracing::debug!(reader = %slot.name, "card present but mute; no event");
                     }
+                    // After the read: whoever sees this knows the card was handled
+                    // (greeted, suppressed, or unreadable).
+                    self.send(DeviceEvent::Presence {
+                        reader: slot.name.clone(),
+                        present: true,
+                    })?;
                 }
             }
         }
@@ -298,7 +302,9 @@ impl Backend {
                 }
             }
             // Card pulled mid-read, reset, or not a card we can talk to: the next tap works.
-            Err(e) => tracing::debug!(reader = %slot.name, error = %e, "could not read the card's UID; no event"),
+            Err(e) => {
+                tracing::debug!(reader = %slot.name, error = %e, "could not read the card's UID; no event")
+            }
         }
         Ok(())
     }
@@ -338,7 +344,12 @@ impl Backend {
             if slots.iter().any(|s| s.name == name) {
                 continue;
             }
-            if !self.options.patterns.iter().any(|p| glob::matches(p, &name)) {
+            if !self
+                .options
+                .patterns
+                .iter()
+                .any(|p| glob::matches(p, &name))
+            {
                 if !ignored.contains(&name) {
                     tracing::info!(reader = %name, "ignoring reader: no [[reader]] name matches it");
                     ignored.push(name);

@@ -150,7 +150,11 @@ mod tests {
             ("qr:BRK-2026-0001", "qr:BRK-2026-0001"),
         ];
         for (input, expected) in ok {
-            assert_eq!(CardToken::parse(input).map(|t| t.0), Ok(expected.to_string()), "{input}");
+            assert_eq!(
+                CardToken::parse(input).map(|t| t.0),
+                Ok(expected.to_string()),
+                "{input}"
+            );
         }
         let bad: &[(&str, &str)] = &[
             ("04A1B2C3", "is not a card token"),

@@ -116,7 +116,14 @@ impl Board {
 
     pub fn set_service(&self, backend: &'static str, up: bool, detail: String) {
         self.with(|b| {
-            b.services.insert(backend, ServiceStatus { backend, up, detail });
+            b.services.insert(
+                backend,
+                ServiceStatus {
+                    backend,
+                    up,
+                    detail,
+                },
+            );
         });
     }
 
@@ -274,10 +281,7 @@ pub fn router(state: ApiState) -> Router {
 }
 
 async fn screen() -> impl IntoResponse {
-    (
-        [(header::CACHE_CONTROL, "no-cache")],
-        Html(SCREEN_HTML),
-    )
+    ([(header::CACHE_CONTROL, "no-cache")], Html(SCREEN_HTML))
 }
 
 async fn not_found() -> ApiError {
@@ -295,9 +299,7 @@ async fn healthz(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, A
 
 /// Public, masked event stream for the screen. Opens with the readers' state so a
 /// page that reconnects never shows stale reader health.
-async fn events(
-    State(s): State<ApiState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(State(s): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = BroadcastStream::new(s.events.subscribe());
     let snapshot: Vec<PublicEvent> = s
         .board
@@ -315,7 +317,10 @@ async fn events(
 
 fn to_sse(ev: &PublicEvent) -> Event {
     let data = serde_json::to_string(ev).unwrap_or_else(|_| "{}".into());
-    Event::default().event(ev.name()).data(data).retry(std::time::Duration::from_secs(2))
+    Event::default()
+        .event(ev.name())
+        .data(data)
+        .retry(std::time::Duration::from_secs(2))
 }
 
 #[derive(Debug, Deserialize)]
@@ -380,12 +385,16 @@ async fn visits(
     query: Result<Query<VisitsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(q) = query.map_err(|e| {
-        ApiError::bad_request(format!("{e}; the parameters are day=YYYY-MM-DD and limit=1..1000"))
+        ApiError::bad_request(format!(
+            "{e}; the parameters are day=YYYY-MM-DD and limit=1..1000"
+        ))
     })?;
     let day = match q.day {
         Some(d) => {
             let date: jiff::civil::Date = d.parse().map_err(|_| {
-                ApiError::bad_request(format!("day {d:?} is not a date; write YYYY-MM-DD, e.g. 2026-11-23"))
+                ApiError::bad_request(format!(
+                    "day {d:?} is not a date; write YYYY-MM-DD, e.g. 2026-11-23"
+                ))
             })?;
             date.to_string()
         }
@@ -397,13 +406,12 @@ async fn visits(
             "limit {limit} is out of range; use 1 to 1000"
         )));
     }
-    let list: Vec<VisitJson> = s
-        .db
-        .visits(day.clone(), limit)
-        .await?
-        .into_iter()
-        .map(VisitJson::from)
-        .collect();
+    let list: Vec<VisitJson> =
+        s.db.visits(day.clone(), limit)
+            .await?
+            .into_iter()
+            .map(VisitJson::from)
+            .collect();
     Ok(Json(serde_json::json!({"day": day, "visits": list})))
 }
 

@@ -105,7 +105,11 @@ impl App {
         let mut pcsc_thread = None;
         if !patterns.is_empty() || extras.simulated.is_some() {
             // The demo also shows any real reader when pcscd answers.
-            let patterns = if patterns.is_empty() { vec!["*".to_owned()] } else { patterns };
+            let patterns = if patterns.is_empty() {
+                vec!["*".to_owned()]
+            } else {
+                patterns
+            };
             let options = pcsc::PcscOptions {
                 patterns,
                 cooldown: config.reception.same_card_cooldown,
@@ -124,7 +128,13 @@ impl App {
         }
         drop(tx);
 
-        supervise(&tasks, "reception", &stop, &failed, reception(rx, writer, state.clone()));
+        supervise(
+            &tasks,
+            "reception",
+            &stop,
+            &failed,
+            reception(rx, writer, state.clone(), stop.clone()),
+        );
 
         let router = api::router(state.clone());
         supervise(&tasks, "http", &stop, &failed, {
@@ -197,7 +207,11 @@ fn supervise(
                 failed.cancel();
             }
             (Err(e), _) => {
-                tracing::error!(task = name, error = format!("{e:#}"), "task failed; stopping the kiosk");
+                tracing::error!(
+                    task = name,
+                    error = format!("{e:#}"),
+                    "task failed; stopping the kiosk"
+                );
                 failed.cancel();
             }
         }
@@ -206,11 +220,12 @@ fn supervise(
 }
 
 /// Turns device events into stored visits and screen events, strictly in order.
-/// Ends when every reader backend has stopped and the channel is drained.
+/// Ends at shutdown, once every reader backend has stopped and the channel is drained.
 async fn reception(
     mut rx: mpsc::Receiver<DeviceEvent>,
     writer: Writer,
     state: ApiState,
+    stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let publish = |ev: PublicEvent| {
         // No subscriber is fine: the screen may not be open.
@@ -250,15 +265,27 @@ async fn reception(
                 );
             }
             DeviceEvent::Presence { reader, present } => {
-                publish(PublicEvent::Reader(state.board.set_present(&reader, present).into()));
+                publish(PublicEvent::Reader(
+                    state.board.set_present(&reader, present).into(),
+                ));
             }
             DeviceEvent::Reader { reader, connected } => {
-                publish(PublicEvent::Reader(state.board.set_connected(&reader, connected).into()));
+                publish(PublicEvent::Reader(
+                    state.board.set_connected(&reader, connected).into(),
+                ));
             }
-            DeviceEvent::Service { backend, up, detail } => {
+            DeviceEvent::Service {
+                backend,
+                up,
+                detail,
+            } => {
                 state.board.set_service(backend, up, detail);
             }
         }
     }
+    // Every backend has ended: at shutdown, or at once when no reader is configured
+    // (handhelds only). The store stays open for the API until shutdown.
+    drop(writer);
+    stop.cancelled().await;
     Ok(())
 }

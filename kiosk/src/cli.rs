@@ -20,7 +20,11 @@ use crate::store::{Identity, Store};
 pub const SAMPLE_ROSTER: &[u8] = include_bytes!("../../examples/roster.csv");
 
 #[derive(Debug, Parser)]
-#[command(name = "kiosk", version, about = "Reception kiosk for sales offices: card taps become visits and greetings")]
+#[command(
+    name = "kiosk",
+    version,
+    about = "Reception kiosk for sales offices: card taps become visits and greetings"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -122,7 +126,10 @@ fn check_config(file: &Path) -> ExitCode {
             for p in &problems {
                 println!("{}: {p}", path.display());
             }
-            eprintln!("{} problem(s); fix them and run check-config again", problems.len());
+            eprintln!(
+                "{} problem(s); fix them and run check-config again",
+                problems.len()
+            );
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -180,15 +187,17 @@ fn identity(cfg: &Config) -> Identity {
 
 fn readers() -> anyhow::Result<()> {
     match kiosk_device::pcsc::list_readers() {
-        Ok(names) if names.is_empty() => println!("PC/SC: pcscd answers, but no reader is connected"),
+        Ok(names) if names.is_empty() => {
+            println!("PC/SC: pcscd answers, but no reader is connected")
+        }
         Ok(names) => {
             for n in names {
                 println!("PC/SC: {n}");
             }
         }
-        Err(e) => println!(
-            "PC/SC: pcscd is not reachable ({e}); install and start it: apt install pcscd"
-        ),
+        Err(e) => {
+            println!("PC/SC: pcscd is not reachable ({e}); install and start it: apt install pcscd")
+        }
     }
     Ok(())
 }

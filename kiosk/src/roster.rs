@@ -164,7 +164,10 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
             Some(c) => index[c] = Some(i),
             None => errors.push(RowError {
                 line: 1,
-                message: format!("unknown column {name:?}; the columns are {}", COLUMNS.join(", ")),
+                message: format!(
+                    "unknown column {name:?}; the columns are {}",
+                    COLUMNS.join(", ")
+                ),
             }),
         }
     }
@@ -221,23 +224,34 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
         }
         let title = Title::parse(get(3));
         if title.is_none() {
-            bad(format!("title: {:?} is not a title; write mr or ms (先生 or 女士)", get(3)));
+            bad(format!(
+                "title: {:?} is not a title; write mr or ms (先生 or 女士)",
+                get(3)
+            ));
         }
         let tier = Tier::parse(get(4));
         if tier.is_none() {
-            bad(format!("tier: {:?} is not a tier; write normal, silver or gold", get(4)));
+            bad(format!(
+                "tier: {:?} is not a tier; write normal, silver or gold",
+                get(4)
+            ));
         }
         let active = match get(5).to_lowercase().as_str() {
             "" | "active" => Some(true),
             "revoked" => Some(false),
             other => {
-                bad(format!("card_status: {other:?} is not a card status; write active or revoked"));
+                bad(format!(
+                    "card_status: {other:?} is not a card status; write active or revoked"
+                ));
                 None
             }
         };
         let (consultant_id, consultant_name) = (get(6), get(7));
         if consultant_id.is_empty() != consultant_name.is_empty() {
-            bad("consultant_id and consultant_name go together: fill both, or leave both empty".into());
+            bad(
+                "consultant_id and consultant_name go together: fill both, or leave both empty"
+                    .into(),
+            );
         }
         let note = get(8);
         if note.chars().count() > 200 {
@@ -246,7 +260,9 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
 
         if let Some(token) = &token {
             if let Some(first) = card_line.get(token) {
-                bad(format!("card {token} is already on line {first}; a card belongs to one row"));
+                bad(format!(
+                    "card {token} is already on line {first}; a card belongs to one row"
+                ));
             } else {
                 card_line.insert(token.clone(), line);
             }
@@ -266,7 +282,8 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
                 }
             }
         }
-        let (Some(token), Some(title), Some(tier), Some(active)) = (token, title, tier, active) else {
+        let (Some(token), Some(title), Some(tier), Some(active)) = (token, title, tier, active)
+        else {
             continue;
         };
         let customer = Customer {
@@ -312,18 +329,22 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
 /// foreign names. Anything longer is probably a full name, which the kiosk must not hold.
 fn valid_surname(s: &str) -> bool {
     let n = s.chars().count();
-    let cjk = |c: char| ('\u{4E00}'..='\u{9FFF}').contains(&c) || ('\u{3400}'..='\u{4DBF}').contains(&c);
+    let cjk =
+        |c: char| ('\u{4E00}'..='\u{9FFF}').contains(&c) || ('\u{3400}'..='\u{4DBF}').contains(&c);
     if s.chars().all(cjk) {
         return (1..=2).contains(&n);
     }
-    (1..=20).contains(&n) && s.chars().all(|c| c.is_alphabetic() || c == '-' || c == '\'')
+    (1..=20).contains(&n)
+        && s.chars()
+            .all(|c| c.is_alphabetic() || c == '-' || c == '\'')
 }
 
 fn csv_error(e: &csv::Error) -> RowError {
     let line = e.position().map_or(0, csv::Position::line);
     let message = match e.kind() {
         csv::ErrorKind::Utf8 { .. } => {
-            "not UTF-8 text; save the file as \"CSV UTF-8\" (in Excel: Save As → CSV UTF-8)".to_owned()
+            "not UTF-8 text; save the file as \"CSV UTF-8\" (in Excel: Save As → CSV UTF-8)"
+                .to_owned()
         }
         csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
@@ -339,11 +360,13 @@ fn csv_error(e: &csv::Error) -> RowError {
 mod tests {
     use super::*;
 
-    const HEADER: &str = "card,customer_id,surname,title,tier,card_status,consultant_id,consultant_name,note\n";
+    const HEADER: &str =
+        "card,customer_id,surname,title,tier,card_status,consultant_id,consultant_name,note\n";
 
     #[test]
     fn the_example_file_parses() {
-        let roster = parse_csv(include_bytes!("../../examples/roster.csv")).expect("example roster");
+        let roster =
+            parse_csv(include_bytes!("../../examples/roster.csv")).expect("example roster");
         assert!(roster.cards.len() >= 4);
         assert!(roster.cards.iter().any(|c| !c.active));
         assert!(roster.consultants.contains_key("E01"));
@@ -351,7 +374,9 @@ mod tests {
 
     #[test]
     fn rows_normalize() {
-        let csv = format!("\u{FEFF}{HEADER}nfc:04a1b2c3,C1,张,先生,金卡,,E1,李娜,\nnfc:04a1b2c4,C1,张,mr,gold,revoked,E1,李娜,lost\n");
+        let csv = format!(
+            "\u{FEFF}{HEADER}nfc:04a1b2c3,C1,张,先生,金卡,,E1,李娜,\nnfc:04a1b2c4,C1,张,mr,gold,revoked,E1,李娜,lost\n"
+        );
         let roster = parse_csv(csv.as_bytes()).expect("valid");
         assert_eq!(roster.cards[0].token.as_str(), "nfc:04A1B2C3");
         assert_eq!(roster.customers["C1"].tier, Tier::Gold);
@@ -373,7 +398,11 @@ mod tests {
                     "line 1: required column \"tier\" is missing",
                 ],
             ),
-            ("04A1B2C3,C1,张,mr,gold,,,,\n", "", &["line 2: card: \"04A1B2C3\" is not a card token"]),
+            (
+                "04A1B2C3,C1,张,mr,gold,,,,\n",
+                "",
+                &["line 2: card: \"04A1B2C3\" is not a card token"],
+            ),
             (
                 "nfc:04A1B2C3,C1,张伟明,mr,gold,,,,\nnfc:04A1B2C4,,王,sir,platinum,lost,E1,,\n",
                 "",
@@ -395,15 +424,30 @@ mod tests {
                     "line 4: customer C1 is given differently on line 2",
                 ],
             ),
-            ("nfc:04A1B2C3,C1,13800138000,mr,gold,,,,\n", "", &["line 2: surname: \"13800138000\" is not a family name"]),
-            ("nfc:04A1B2C3,C1,张,mr,gold\n", "", &["line 2: has 5 fields but the header has 9"]),
+            (
+                "nfc:04A1B2C3,C1,13800138000,mr,gold,,,,\n",
+                "",
+                &["line 2: surname: \"13800138000\" is not a family name"],
+            ),
+            (
+                "nfc:04A1B2C3,C1,张,mr,gold\n",
+                "",
+                &["line 2: has 5 fields but the header has 9"],
+            ),
         ];
         for (body, mode, expected) in cases {
-            let text = if *mode == "raw" { body.to_string() } else { format!("{HEADER}{body}") };
+            let text = if *mode == "raw" {
+                body.to_string()
+            } else {
+                format!("{HEADER}{body}")
+            };
             let errors = parse_csv(text.as_bytes()).expect_err(body);
             let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
             for want in *expected {
-                assert!(shown.iter().any(|s| s.contains(want)), "{body:?}: expected {want:?} in {shown:#?}");
+                assert!(
+                    shown.iter().any(|s| s.contains(want)),
+                    "{body:?}: expected {want:?} in {shown:#?}"
+                );
             }
         }
     }

@@ -88,16 +88,52 @@ mod tests {
         let revoked = Some(CardFacts { active: false });
         // (random_uid, card, visited_today, visited_before) → decision
         let cases = [
-            (false, active.clone(), false, false, Decision::Welcome(VisitKind::First)),
-            (false, active.clone(), false, true, Decision::Welcome(VisitKind::Revisit)),
+            (
+                false,
+                active.clone(),
+                false,
+                false,
+                Decision::Welcome(VisitKind::First),
+            ),
+            (
+                false,
+                active.clone(),
+                false,
+                true,
+                Decision::Welcome(VisitKind::Revisit),
+            ),
             (false, active.clone(), true, true, Decision::Repeat),
             (false, active.clone(), true, false, Decision::Repeat),
             (false, None, false, false, Decision::Unknown),
-            (false, revoked.clone(), false, false, Decision::Denied(DenyReason::CardRevoked)),
-            (false, revoked, true, true, Decision::Denied(DenyReason::CardRevoked)),
-            (true, None, false, false, Decision::Denied(DenyReason::NotAMembershipCard)),
+            (
+                false,
+                revoked.clone(),
+                false,
+                false,
+                Decision::Denied(DenyReason::CardRevoked),
+            ),
+            (
+                false,
+                revoked,
+                true,
+                true,
+                Decision::Denied(DenyReason::CardRevoked),
+            ),
+            (
+                true,
+                None,
+                false,
+                false,
+                Decision::Denied(DenyReason::NotAMembershipCard),
+            ),
             // A random UID can never be a member, even if someone put it in the roster.
-            (true, active, false, false, Decision::Denied(DenyReason::NotAMembershipCard)),
+            (
+                true,
+                active,
+                false,
+                false,
+                Decision::Denied(DenyReason::NotAMembershipCard),
+            ),
         ];
         for (random_uid, card, visited_today, visited_before, expected) in cases {
             let facts = TapFacts {

@@ -86,7 +86,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 /// Why the store failed; messages say what to check.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create the data folder {path}: {source}; check that the folder can be created and written")]
+    #[error(
+        "cannot create the data folder {path}: {source}; check that the folder can be created and written"
+    )]
     DataDir {
         path: PathBuf,
         source: std::io::Error,
@@ -96,7 +98,9 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("the kiosk database {path} has schema version {found}, newer than this kiosk ({SCHEMA_VERSION}); install the newer kiosk again")]
+    #[error(
+        "the kiosk database {path} has schema version {found}, newer than this kiosk ({SCHEMA_VERSION}); install the newer kiosk again"
+    )]
     TooNew { path: PathBuf, found: i64 },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -467,7 +471,8 @@ fn lookup_card(conn: &Connection, token: &str) -> Result<Option<CardRow>, rusqli
     .optional()
 }
 
-const VISIT_COLUMNS: &str = "v.id, v.seq, v.source, v.method, v.card, v.outcome, v.reason, v.reason_detail, v.kind,
+const VISIT_COLUMNS: &str =
+    "v.id, v.seq, v.source, v.method, v.card, v.outcome, v.reason, v.reason_detail, v.kind,
     c.id, c.surname, c.title, c.tier, k.id, k.name, v.office_day, v.device_time, v.recorded_at";
 const VISIT_FROM: &str = "FROM visits v LEFT JOIN customers c ON c.id = v.customer_id
     LEFT JOIN consultants k ON k.id = v.consultant_id";
@@ -483,7 +488,10 @@ fn visit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VisitView> {
         }),
         None => None,
     };
-    let consultant = match (r.get::<_, Option<String>>(13)?, r.get::<_, Option<String>>(14)?) {
+    let consultant = match (
+        r.get::<_, Option<String>>(13)?,
+        r.get::<_, Option<String>>(14)?,
+    ) {
         (Some(id), Some(name)) => Some(ConsultantView { id, name }),
         _ => None,
     };

@@ -1,1 +1,6 @@
-//! placeholder
+//! Test harness for end-to-end tests: a shared pcscd with virtual readers, vpcd cards, kiosk processes, an SSE client.
+
+pub mod kiosk;
+pub mod pcscd;
+pub mod sse;
+pub mod vpcd;

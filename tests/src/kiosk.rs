@@ -1,0 +1,185 @@
+//! Real `kiosk` processes for tests: a temp folder with a config, the CLI, and a daemon on port 0.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A kiosk's folder: config and data, removed at the end of the test.
+#[derive(Debug)]
+pub struct KioskDir {
+    pub bin: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl KioskDir {
+    /// A folder whose `kiosk.toml` has `[kiosk]` on port 0 plus `extra` (readers, reception).
+    pub fn new(bin: &str, extra: &str) -> KioskDir {
+        let dir = tempfile::Builder::new()
+            .prefix("kiosk-test-")
+            .tempdir()
+            .expect("temp dir");
+        let config = format!(
+            "[kiosk]\nid = \"test-kiosk\"\noffice = \"test-office\"\ntime_zone = \"Asia/Shanghai\"\n\
+             data_dir = \"data\"\nlisten = \"127.0.0.1:0\"\n\n{extra}\n"
+        );
+        std::fs::write(dir.path().join("kiosk.toml"), config).expect("write config");
+        KioskDir {
+            bin: PathBuf::from(bin),
+            dir,
+        }
+    }
+
+    /// A folder watching one PC/SC reader by its exact name.
+    pub fn with_reader(bin: &str, reader: &str, cooldown: &str) -> KioskDir {
+        KioskDir::new(
+            bin,
+            &format!(
+                "[[reader]]\nkind = \"pcsc\"\nname = \"{reader}\"\n\n[reception]\nsame_card_cooldown = \"{cooldown}\"\n"
+            ),
+        )
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("kiosk.toml")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `kiosk ARGS…` to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .env("KIOSK_LOG", "warn")
+            .output()
+            .expect("run kiosk")
+    }
+
+    /// Writes `csv` to a file and imports it; returns the command's output.
+    pub fn import(&self, csv: &str) -> Output {
+        let file = self.dir.path().join("roster.csv");
+        std::fs::write(&file, csv).expect("write roster");
+        let config = self.config();
+        self.cli(&[
+            "roster",
+            "import",
+            "--config",
+            config.to_str().expect("utf-8 path"),
+            file.to_str().expect("utf-8 path"),
+        ])
+    }
+
+    /// Starts `kiosk run` and waits until it prints the address it listens on.
+    pub fn start(&self) -> Running {
+        let log = std::fs::File::create(self.dir.path().join("kiosk.log")).expect("log file");
+        let stderr = if std::env::var_os("KIOSK_TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::from(log)
+        };
+        let mut child = Command::new(&self.bin)
+            .arg("run")
+            .arg("--config")
+            .arg(self.config())
+            .env(
+                "KIOSK_LOG",
+                std::env::var("KIOSK_TEST_LOG").unwrap_or_else(|_| "debug".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn kiosk run");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("kiosk listening on ") {
+                    let _ = tx.send(rest.trim_end_matches('/').to_owned());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("kiosk.log")).unwrap_or_default();
+                panic!("kiosk did not report its address within 30 s; its log:\n{log}");
+            }
+        };
+        Running {
+            child,
+            base,
+            reaped: false,
+        }
+    }
+}
+
+/// A running daemon; killed when dropped.
+#[derive(Debug)]
+pub struct Running {
+    pub child: Child,
+    /// e.g. `http://127.0.0.1:41234`
+    pub base: String,
+    /// Set once `wait_exit` reaped the process, so Drop does not signal a reused pid.
+    reaped: bool,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let resp = reqwest::get(self.url(path)).await.expect("GET");
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().await.expect("JSON body")
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).expect("send signal");
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let (tx, rx) = mpsc::channel();
+        let pid = self.child.id();
+        // Child::wait blocks; a helper thread waits so we can stop at the deadline.
+        let waiter = std::thread::spawn(move || {
+            let status = nix::sys::wait::waitpid(Pid::from_raw(pid as i32), None);
+            let _ = tx.send(status);
+        });
+        let result = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        match result {
+            Ok(Ok(nix::sys::wait::WaitStatus::Exited(_, code))) => {
+                let _ = waiter.join();
+                self.reaped = true;
+                Some(std::os::unix::process::ExitStatusExt::from_raw(code << 8))
+            }
+            Ok(Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _))) => {
+                let _ = waiter.join();
+                self.reaped = true;
+                Some(std::os::unix::process::ExitStatusExt::from_raw(sig as i32))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.reaped {
+            return;
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
