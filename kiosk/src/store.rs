@@ -632,3 +632,114 @@ impl ReadDb {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roster::parse_csv;
+
+    fn store(dir: &Path) -> Store {
+        let identity = Identity {
+            kiosk_id: "k1".into(),
+            office_id: "o1".into(),
+            time_zone: jiff::tz::TimeZone::get("Asia/Shanghai").expect("tz"),
+        };
+        let mut s = Store::open(dir, identity).expect("open");
+        let roster = parse_csv(
+            b"card,customer_id,surname,title,tier\nnfc:04A1B2C3,C1,\xE5\xBC\xA0,mr,gold\n",
+        )
+        .expect("roster");
+        s.import_roster(&roster).expect("import");
+        s
+    }
+
+    fn tap(s: &mut Store, token: &str, at: &str) -> Recorded {
+        s.record_tap(&TapInput {
+            source: "r".into(),
+            token: CardToken::parse(token).expect("token"),
+            device_time: at.parse().expect("time"),
+        })
+        .expect("tap")
+    }
+
+    /// Office days follow the office's time zone, not UTC: 15:59Z and 16:01Z are
+    /// 23:59 and 00:01 in Shanghai, two days, two counted visits.
+    #[test]
+    fn office_days_follow_the_time_zone_and_seq_has_no_gaps() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut s = store(dir.path());
+        let cases = [
+            (
+                "nfc:04A1B2C3",
+                "2026-11-22T15:59:00Z",
+                Decision::Welcome(VisitKind::First),
+                1,
+                "2026-11-22",
+            ),
+            (
+                "nfc:04A1B2C3",
+                "2026-11-22T15:59:30Z",
+                Decision::Repeat,
+                1,
+                "2026-11-22",
+            ),
+            (
+                "nfc:04FFFFFF",
+                "2026-11-22T16:00:30Z",
+                Decision::Unknown,
+                2,
+                "2026-11-23",
+            ),
+            (
+                "nfc:04A1B2C3",
+                "2026-11-22T16:01:00Z",
+                Decision::Welcome(VisitKind::Revisit),
+                3,
+                "2026-11-23",
+            ),
+            (
+                "nfc:04A1B2C3",
+                "2026-11-23T15:00:00Z",
+                Decision::Repeat,
+                3,
+                "2026-11-23",
+            ),
+        ];
+        for (token, at, decision, seq, day) in cases {
+            let rec = tap(&mut s, token, at);
+            assert_eq!(rec.decision, decision, "{token} at {at}");
+            assert_eq!(rec.visit.seq, seq, "{token} at {at}");
+            assert_eq!(rec.visit.office_day, day, "{token} at {at}");
+        }
+        let outbox: Vec<(u64, String)> = s
+            .conn
+            .prepare("SELECT seq, body FROM outbox ORDER BY seq")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            outbox.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        let last: wire::Record = serde_json::from_str(&outbox[2].1).expect("wire JSON");
+        let wire::Record::Visit(v) = last;
+        assert_eq!(
+            (v.seq, v.kind, v.customer_id.as_deref()),
+            (3, Some(wire::VisitKind::Revisit), Some("C1"))
+        );
+        assert_eq!(v.device_time.to_string(), "2026-11-22T16:01:00Z");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_rather_than_damaged() {
+        let dir = tempfile::tempdir().expect("dir");
+        drop(store(dir.path()));
+        let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+        conn.pragma_update(None, "user_version", 99).expect("bump");
+        drop(conn);
+        let err = open(dir.path()).expect_err("newer schema");
+        assert!(err.to_string().contains("newer than this kiosk"), "{err}");
+    }
+}

@@ -118,23 +118,57 @@ static CHILD: Mutex<Option<Child>> = Mutex::new(None);
 pub fn ensure_pcscd() {
     STARTED.get_or_init(|| {
         if Context::establish(Scope::User).is_err() {
-            let pcscd = ["/usr/sbin/pcscd", "/sbin/pcscd"]
-                .into_iter()
-                .find(|p| std::path::Path::new(p).exists())
-                .unwrap_or("pcscd");
-            let child = Command::new(pcscd)
-                .args(["--foreground", "--auto-exit"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start {pcscd}: {e}; install it with `apt-get install pcscd vsmartcard-vpcd`")
-                });
-            *CHILD.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
+            start_pcscd();
         }
         wait_for_readers(Duration::from_secs(20));
     });
+}
+
+/// Starts a pcscd of our own and waits until its virtual readers are listed.
+pub fn start_pcscd() {
+    let pcscd = ["/usr/sbin/pcscd", "/sbin/pcscd"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("pcscd");
+    let child = Command::new(pcscd)
+        .args(["--foreground", "--auto-exit"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {pcscd}: {e}; install it with `apt-get install pcscd vsmartcard-vpcd`"
+            )
+        });
+    *CHILD.lock().unwrap_or_else(PoisonError::into_inner) = Some(child);
+    wait_for_readers(Duration::from_secs(20));
+}
+
+/// Stops every pcscd on the machine and waits until the service no longer answers.
+/// Returns false when it answers anyway: systemd's socket activation restarts it on
+/// the next client, so a test of "pcscd is down" cannot run on such a machine.
+pub fn stop_pcscd() -> bool {
+    if let Some(mut child) = CHILD.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = child.wait();
+    }
+    let _ = Command::new("pkill").args(["-x", "pcscd"]).status();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // A pcscd that is not our child cannot be waited for; watch for it to go.
+    while Command::new("pgrep")
+        .args(["-x", "pcscd"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(Instant::now() < deadline, "pcscd did not stop within 20 s");
+        std::thread::yield_now();
+    }
+    Context::establish(Scope::User).is_err()
 }
 
 fn wait_for_readers(limit: Duration) {
