@@ -267,7 +267,10 @@ fn parse_kiosk(mut s: Section<'_>, base_dir: &Path, p: &mut Problems) -> Option<
 }
 
 fn parse_reader(mut s: Section<'_>, p: &mut Problems) -> Option<ReaderConfig> {
-    let kind = s.required_str("kind", p)?;
+    let Some(kind) = s.required_str("kind", p) else {
+        s.finish(&["kind", "name"], p);
+        return None;
+    };
     match kind {
         "pcsc" => {
             let name = s.optional_str("name", p).unwrap_or("*");
@@ -288,6 +291,7 @@ fn parse_reader(mut s: Section<'_>, p: &mut Problems) -> Option<ReaderConfig> {
                 s.key("kind"),
                 "serial readers are not supported by this version yet; use kind = \"pcsc\" for a contactless reader",
             );
+            s.finish(&["kind", "name", "path", "baud", "protocol"], p);
             None
         }
         other => {
@@ -295,6 +299,7 @@ fn parse_reader(mut s: Section<'_>, p: &mut Problems) -> Option<ReaderConfig> {
                 s.key("kind"),
                 format!("unknown reader kind {other:?}; write kind = \"pcsc\""),
             );
+            s.finish(&["kind", "name"], p);
             None
         }
     }
@@ -385,10 +390,15 @@ impl<'a> Section<'a> {
         if self.table.contains_key(key) {
             self.optional_str(key, p)
         } else {
-            p.push(
-                self.key(key),
-                "is missing; add it (see the README's config reference)",
-            );
+            let example = match key {
+                "id" => "id = \"office-01-kiosk-1\"",
+                "office" => "office = \"office-01\"",
+                "time_zone" => "time_zone = \"Asia/Shanghai\"",
+                "data_dir" => "data_dir = \"/var/lib/kiosk\"",
+                "kind" => "kind = \"pcsc\"",
+                _ => "it (see the README's config reference)",
+            };
+            p.push(self.key(key), format!("is missing; add {example}"));
             None
         }
     }
@@ -538,8 +548,8 @@ same_card_cooldown = "5s"
             (
                 "[kiosk]\nid = 'k'\n",
                 &[
-                    "kiosk.office: is missing",
-                    "kiosk.time_zone: is missing",
+                    "kiosk.office: is missing; add office = \"office-01\"",
+                    "kiosk.time_zone: is missing; add time_zone = \"Asia/Shanghai\"",
                     "kiosk.data_dir: is missing",
                 ],
             ),
@@ -575,6 +585,13 @@ same_card_cooldown = "5s"
                 ],
             ),
             ("[kiosk\nid='k'", &["line 1: not valid TOML"]),
+            (
+                "[[reader]]\nnmae = 'x'\n",
+                &[
+                    "reader[0].kind: is missing; add kind = \"pcsc\"",
+                    "reader[0].nmae: unknown key",
+                ],
+            ),
             (
                 "reader = 'x'\n[kiosk]\n",
                 &["reader: must be written as [[reader]] sections"],

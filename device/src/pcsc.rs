@@ -216,11 +216,19 @@ impl Backend {
     ) -> Result<Result<(), pcsc::Error>, Closed> {
         let mut states = vec![ReaderState::new(pcsc::PNP_NOTIFICATION(), State::UNAWARE)];
         let mut ignored: Vec<String> = Vec::new();
+        let mut warned_empty = false;
         let mut relist = true;
         loop {
+            // Context::cancel only wakes a wait already in progress; a stop that came
+            // while we were reading a card is seen here.
+            if self.stop.stopped() {
+                return Ok(Ok(()));
+            }
             if relist {
                 relist = false;
-                if let Err(e) = self.relist(ctx, &mut states, slots, &mut ignored)? {
+                if let Err(e) =
+                    self.relist(ctx, &mut states, slots, &mut ignored, &mut warned_empty)?
+                {
                     return Ok(Err(e));
                 }
             }
@@ -316,6 +324,7 @@ impl Backend {
         states: &mut Vec<ReaderState>,
         slots: &mut Vec<Slot>,
         ignored: &mut Vec<String>,
+        warned_empty: &mut bool,
     ) -> Result<Result<(), pcsc::Error>, Closed> {
         let names = match ctx.list_readers_owned() {
             Ok(names) => names,
@@ -369,6 +378,13 @@ impl Backend {
                 connected: true,
             })?;
         }
+        if slots.is_empty() && !*warned_empty {
+            tracing::warn!(
+                patterns = ?self.options.patterns,
+                "no PC/SC reader matches the configured names yet; waiting for one to be plugged in (see `kiosk readers`)"
+            );
+        }
+        *warned_empty = slots.is_empty();
         Ok(Ok(()))
     }
 }

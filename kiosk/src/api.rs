@@ -5,7 +5,9 @@ use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use axum::extract::{Query, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -277,6 +279,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/visits", get(visits))
         .route("/api/v1/status", get(status))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -289,6 +292,14 @@ async fn not_found() -> ApiError {
         status: StatusCode::NOT_FOUND,
         code: "not_found",
         message: "no such endpoint; see the README's HTTP section".into(),
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        code: "method_not_allowed",
+        message: "this endpoint does not take that method; see the README's HTTP section".into(),
     }
 }
 
@@ -382,8 +393,18 @@ impl From<VisitView> for VisitJson {
 
 async fn visits(
     State(s): State<ApiState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     query: Result<Query<VisitsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    // Visits carry customer ids and card UIDs: until staff tokens exist, only the
+    // kiosk itself may read them, whatever kiosk.listen says.
+    if !peer.ip().is_loopback() {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: "visits can only be read on the kiosk itself (from 127.0.0.1) until staff accounts exist".into(),
+        });
+    }
     let Query(q) = query.map_err(|e| {
         ApiError::bad_request(format!(
             "{e}; the parameters are day=YYYY-MM-DD and limit=1..1000"

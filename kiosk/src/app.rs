@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState, Board, Greeting, KioskInfo, PublicEvent};
-use crate::store::{Identity, ReadDb, Store, TapInput, Writer};
+use crate::store::{Identity, ReadDb, Store, StoreError, TapInput, Writer};
 
 /// How long shutdown may take before the daemon gives up waiting for its tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -46,8 +46,16 @@ impl App {
             office_id: k.office.to_string(),
             time_zone: k.time_zone.clone(),
         };
-        let store = Store::open(&k.data_dir, identity)?;
-        let db = ReadDb::open(&k.data_dir, k.time_zone.clone())?;
+        // Opening may create folders, run the schema and fsync: not on a runtime worker.
+        let (data_dir, tz) = (k.data_dir.clone(), k.time_zone.clone());
+        let (store, db) = tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>((
+                Store::open(&data_dir, identity)?,
+                ReadDb::open(&data_dir, tz)?,
+            ))
+        })
+        .await
+        .context("the store's opening task failed")??;
         let (writer, writer_thread) =
             Writer::spawn(store).context("cannot start the store's writer thread")?;
         let listener = TcpListener::bind(k.listen).await.with_context(|| {
@@ -113,7 +121,7 @@ impl App {
             let options = pcsc::PcscOptions {
                 patterns,
                 cooldown: config.reception.same_card_cooldown,
-                wait: Duration::from_secs(30),
+                wait: Duration::from_secs(5),
             };
             pcsc_thread = Some(pcsc::spawn(options, tx.clone(), stop.clone())?);
         }
@@ -141,13 +149,16 @@ impl App {
             let stop = stop.clone();
             let sse_shutdown = state.shutdown.clone();
             async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        stop.cancelled().await;
-                        sse_shutdown.cancel();
-                    })
-                    .await
-                    .context("HTTP server failed")
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    stop.cancelled().await;
+                    sse_shutdown.cancel();
+                })
+                .await
+                .context("HTTP server failed")
             }
         });
         tasks.close();
@@ -251,6 +262,14 @@ async fn reception(
                             "tap recorded"
                         );
                         Greeting::from_recorded(&rec, &card.reader, card.at)
+                    }
+                    Err(StoreError::WriterGone) => {
+                        // Nothing can be stored any more: stop so systemd restarts us.
+                        publish(PublicEvent::Greeting(Greeting::store_failed(
+                            &card.reader,
+                            card.at,
+                        )));
+                        anyhow::bail!("the store's writer thread has stopped");
                     }
                     Err(e) => {
                         tracing::error!(reader = %card.reader, error = %e, "could not store a tap; the visitor is sent to reception");

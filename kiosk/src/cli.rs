@@ -214,7 +214,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
 fn serve(config: Config, extras: Extras, demo: bool) -> anyhow::Result<()> {
-    runtime()?.block_on(async move {
+    let rt = runtime()?;
+    let result = rt.block_on(async move {
         let app = App::build(config, extras).await?;
         let addr = app.local_addr()?;
         // Printed on stdout, one line, so scripts and tests can find the port.
@@ -229,7 +230,10 @@ fn serve(config: Config, extras: Extras, demo: bool) -> anyhow::Result<()> {
         let cancel = CancellationToken::new();
         tokio::spawn(stop_on_signal(cancel.clone()));
         app.run_until_stopped(cancel).await
-    })
+    });
+    // Never wait forever for a blocking task at exit: the daemon must stop.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 async fn stop_on_signal(cancel: CancellationToken) {

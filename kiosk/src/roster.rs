@@ -150,6 +150,15 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
         .trim(csv::Trim::All)
         .from_reader(bytes);
     let mut errors = Vec::new();
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(vec![RowError {
+            line: 0,
+            message: format!(
+                "the file is empty; start it with the header row: {}",
+                COLUMNS.join(",")
+            ),
+        }]);
+    }
     let header = match reader.headers() {
         Ok(h) => h.clone(),
         Err(e) => return Err(vec![csv_error(&e)]),
@@ -206,6 +215,12 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
         let mut bad = |message: String| errors.push(RowError { line, message });
 
         let token = match CardToken::parse(get(0)) {
+            Ok(t) if t.is_random_uid() => {
+                bad(format!(
+                    "card: {t} is a random UID (a phone or bank card), which changes on every tap; issue a membership card instead"
+                ));
+                None
+            }
             Ok(t) => Some(t),
             Err(e) => {
                 bad(format!("card: {e}"));
@@ -332,12 +347,23 @@ fn valid_surname(s: &str) -> bool {
     let cjk =
         |c: char| ('\u{4E00}'..='\u{9FFF}').contains(&c) || ('\u{3400}'..='\u{4DBF}').contains(&c);
     if s.chars().all(cjk) {
-        return (1..=2).contains(&n);
+        // Two characters are far more often a full name (张伟) than a compound
+        // surname, so only the known compound surnames pass.
+        return n == 1 || (n == 2 && COMPOUND_SURNAMES.contains(&s));
     }
+    let latin = |c: char| c.is_ascii_alphabetic() || c == '-' || c == '\'';
     (1..=20).contains(&n)
-        && s.chars()
-            .all(|c| c.is_alphabetic() || c == '-' || c == '\'')
+        && s.chars().all(latin)
+        && s.starts_with(|c: char| c.is_ascii_alphabetic())
 }
+
+/// Chinese compound surnames (复姓) accepted as two-character surnames.
+const COMPOUND_SURNAMES: &[&str] = &[
+    "欧阳", "司马", "诸葛", "上官", "慕容", "东方", "皇甫", "尉迟", "公孙", "长孙", "宇文", "司徒",
+    "司空", "夏侯", "令狐", "澹台", "端木", "轩辕", "南宫", "西门", "呼延", "独孤", "钟离", "闻人",
+    "太史", "申屠", "万俟", "赫连", "百里", "东郭", "南门", "羊舌", "微生", "公冶", "濮阳", "淳于",
+    "单于", "太叔", "仲孙", "拓跋", "完颜", "纳兰",
+];
 
 fn csv_error(e: &csv::Error) -> RowError {
     let line = e.position().map_or(0, csv::Position::line);
@@ -390,6 +416,20 @@ mod tests {
     fn bad_rows_are_reported_with_line_numbers() {
         let cases: &[(&str, &str, &[&str])] = &[
             ("", "", &["the file has a header but no rows"]),
+            (
+                "",
+                "raw",
+                &["the file is empty; start it with the header row"],
+            ),
+            (
+                "nfc:08A1B2C3,C1,张,mr,gold,,,,\nnfc:04A1B2C3,C2,张伟,mr,gold,,,,\nnfc:04A1B2C4,C3,김민준,mr,gold,,,,\nnfc:04A1B2C5,C4,诸葛,ms,gold,,,,\nnfc:04A1B2C6,C5,O'Brien,mr,gold,,,,\n",
+                "",
+                &[
+                    "line 2: card: nfc:08A1B2C3 is a random UID",
+                    "line 3: surname: \"张伟\" is not a family name",
+                    "line 4: surname: \"김민준\" is not a family name",
+                ],
+            ),
             (
                 "card,customer_id,surname,title,phone\n",
                 "raw",

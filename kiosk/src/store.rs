@@ -23,6 +23,13 @@ pub const DB_FILE: &str = "kiosk.sqlite";
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = r#"
+-- Which kiosk this database belongs to: seq is per kiosk, so a database must never
+-- change hands (a cloned SD card, an edited kiosk.id) silently.
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -102,6 +109,16 @@ pub enum StoreError {
         "the kiosk database {path} has schema version {found}, newer than this kiosk ({SCHEMA_VERSION}); install the newer kiosk again"
     )]
     TooNew { path: PathBuf, found: i64 },
+    #[error(
+        "the kiosk database in {path} belongs to kiosk {found_kiosk:?} of office {found_office:?}, but kiosk.id / kiosk.office say {kiosk:?} / {office:?}; point kiosk.data_dir at this kiosk's own folder (or an empty one), or restore the original kiosk.id and kiosk.office"
+    )]
+    OtherKiosk {
+        path: PathBuf,
+        found_kiosk: String,
+        found_office: String,
+        kiosk: String,
+        office: String,
+    },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("the store's writer thread has stopped")]
@@ -235,15 +252,53 @@ struct CardRow {
 }
 
 impl Store {
+    /// Opens the store, binding a new database to this kiosk and refusing another kiosk's.
     pub fn open(data_dir: &Path, identity: Identity) -> Result<Store, StoreError> {
-        Ok(Store {
-            conn: open(data_dir)?,
-            identity,
-        })
+        let conn = open(data_dir)?;
+        let get = |key: &str| -> rusqlite::Result<Option<String>> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()
+        };
+        match (get("kiosk_id")?, get("office_id")?) {
+            (Some(k), Some(o)) if k == identity.kiosk_id && o == identity.office_id => {}
+            (None, None) => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('kiosk_id', ?1), ('office_id', ?2)",
+                    params![identity.kiosk_id, identity.office_id],
+                )?;
+            }
+            (k, o) => {
+                return Err(StoreError::OtherKiosk {
+                    path: data_dir.to_owned(),
+                    found_kiosk: k.unwrap_or_default(),
+                    found_office: o.unwrap_or_default(),
+                    kiosk: identity.kiosk_id,
+                    office: identity.office_id,
+                });
+            }
+        }
+        Ok(Store { conn, identity })
     }
 
-    /// Records a tap in one transaction (visit + outbox row) and returns what to show.
+    /// Records a tap (visit + outbox row, one transaction) and returns what to show.
+    ///
+    /// While another process holds the database (a large `roster import`), the tap
+    /// waits and retries rather than being lost; it gives up only after a minute.
     pub fn record_tap(&mut self, tap: &TapInput) -> Result<Recorded, StoreError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match self.try_record_tap(tap) {
+                Err(StoreError::Sqlite(e))
+                    if is_busy(&e) && std::time::Instant::now() < deadline =>
+                {
+                    tracing::warn!(error = %e, "database busy (a roster import?); retrying the tap");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_record_tap(&mut self, tap: &TapInput) -> Result<Recorded, StoreError> {
         let office_day = tap
             .device_time
             .to_zoned(self.identity.time_zone.clone())
@@ -423,6 +478,13 @@ impl Store {
             cards: roster.cards.len(),
         })
     }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 fn wire_method(m: Method) -> wire::Method {
@@ -730,6 +792,19 @@ mod tests {
             (3, Some(wire::VisitKind::Revisit), Some("C1"))
         );
         assert_eq!(v.device_time.to_string(), "2026-11-22T16:01:00Z");
+    }
+
+    #[test]
+    fn a_database_stays_with_its_kiosk() {
+        let dir = tempfile::tempdir().expect("dir");
+        drop(store(dir.path()));
+        let other = Identity {
+            kiosk_id: "k2".into(),
+            office_id: "o1".into(),
+            time_zone: jiff::tz::TimeZone::UTC,
+        };
+        let err = Store::open(dir.path(), other).expect_err("another kiosk");
+        assert!(err.to_string().contains("belongs to kiosk \"k1\""), "{err}");
     }
 
     #[test]

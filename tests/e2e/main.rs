@@ -145,6 +145,15 @@ async fn a_member_tap_greets_and_is_stored_with_status() {
 
     let health = s.kiosk.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
+
+    let wrong = reqwest::Client::new()
+        .post(s.kiosk.url("/api/v1/status"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(wrong.status(), 405);
+    let body: Value = wrong.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -66,6 +66,15 @@ async fn run(bin: PathBuf, taps: usize) {
 
     let mut end_to_end = Vec::with_capacity(taps);
     for _ in 0..taps {
+        // Visitors do not arrive in step with pcscd's 400 ms polling: a spread-out
+        // pause (0-499 ms) before each tap samples every phase of the poll.
+        let jitter = Duration::from_millis(u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+                % 500,
+        ));
+        tokio::time::sleep(jitter).await;
         let start = Instant::now();
         let card = VirtualCard::insert(reader.port, &UID).expect("insert card");
         events.wait_for("greeting", WAIT, |_| true).await;
