@@ -109,7 +109,7 @@ impl App {
         let stop = cancel.child_token();
         let (tx, rx) = mpsc::channel::<DeviceEvent>(256);
 
-        let patterns = pcsc_patterns(&config);
+        let patterns = state.info.reader_patterns.clone();
         let mut pcsc_thread = None;
         if !patterns.is_empty() || extras.simulated.is_some() {
             // The demo also shows any real reader when pcscd answers.
