@@ -47,6 +47,26 @@ impl CardToken {
         CardToken(s)
     }
 
+    /// The token for an EM4100 card: its 4-byte card number, without the version byte.
+    pub fn em(number: u32) -> CardToken {
+        CardToken(format!("em:{number:08X}"))
+    }
+
+    /// The token for a Wiegand-26 card: 8-bit facility code and 16-bit card number.
+    pub fn wg26(facility: u8, number: u16) -> CardToken {
+        CardToken(format!("wg26:{facility}/{number}"))
+    }
+
+    /// The token for a scanned code; the same checks as `parse("qr:…")`.
+    pub fn qr(payload: &str) -> Result<CardToken, TokenError> {
+        CardToken::parse(&format!("qr:{payload}"))
+    }
+
+    /// The EM4100 card number of an `em:` token.
+    pub fn em_number(&self) -> Option<u32> {
+        u32::from_str_radix(self.0.strip_prefix("em:")?, 16).ok()
+    }
+
     /// Parses and normalizes a token written by a person or another system.
     pub fn parse(text: &str) -> Result<CardToken, TokenError> {
         let text = text.trim();
@@ -180,5 +200,20 @@ mod tests {
         assert!(!CardToken::nfc(&[0x08, 1, 2, 3, 4, 5, 6]).is_random_uid());
         assert!(!CardToken::nfc(&[0x04, 1, 2, 3]).is_random_uid());
         assert_eq!(CardToken::nfc(&[1, 2, 3, 4]).method(), Method::Nfc);
+    }
+
+    #[test]
+    fn constructors_spell_tokens_like_parse() {
+        assert_eq!(
+            CardToken::em(0x0086_F444),
+            CardToken::parse("em:0086f444").unwrap()
+        );
+        assert_eq!(CardToken::em(0x0086_F444).em_number(), Some(0x0086_F444));
+        assert_eq!(CardToken::em(0x0086_F444).method(), Method::Em4100);
+        assert_eq!(CardToken::wg26(12, 345).as_str(), "wg26:12/345");
+        assert_eq!(CardToken::wg26(12, 345).method(), Method::Wiegand);
+        assert_eq!(CardToken::qr(" BRK-1 ").unwrap().as_str(), "qr:BRK-1");
+        assert!(CardToken::qr("a\u{1b}b").is_err());
+        assert_eq!(CardToken::nfc(&[4, 1, 2, 3]).em_number(), None);
     }
 }
