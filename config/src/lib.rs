@@ -41,8 +41,81 @@ pub struct KioskConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReaderConfig {
     /// PC/SC readers whose name matches a glob (`*` any run, `?` one character).
-    Pcsc { name: String },
+    Pcsc {
+        name: String,
+        /// Light and sound on the reader after each tap; off by default.
+        feedback: PcscFeedback,
+    },
+    /// A reader on a serial port (125 kHz RFID, Wiegand converter, QR scanner).
+    Serial(SerialReader),
 }
+
+/// Tap feedback a PC/SC reader can give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PcscFeedback {
+    None,
+    /// The ACR122U's LED and buzzer pseudo-APDU (`FF 00 40 …`): green and a beep on a
+    /// welcome, red on a denied or unknown card.
+    Acr122u,
+}
+
+/// One serial reader: where it is, how to talk to it, and how it frames a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialReader {
+    /// Shown in the status and recorded as the visit's source; defaults to the path.
+    pub name: String,
+    pub path: PathBuf,
+    pub baud: u32,
+    pub data_bits: u8,
+    pub parity: Parity,
+    pub stop_bits: u8,
+    pub protocol: SerialProtocol,
+    /// A tag counts as present while reads keep coming closer together than this.
+    pub presence_timeout: Duration,
+}
+
+/// How a serial reader frames one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SerialProtocol {
+    /// 125 kHz EM4100 modules (RDM6300 and alikes): `02`, 10 hex, 2 hex checksum, `03`.
+    Rdm6300,
+    /// QR and barcode scanners: one read per line.
+    Line,
+    /// Wiegand-to-serial converters printing each 26-bit frame as hex, one per line.
+    WiegandHex,
+    /// The same, printing decimal.
+    WiegandDec,
+}
+
+impl SerialProtocol {
+    pub const ALL: [(&str, SerialProtocol); 4] = [
+        ("rdm6300", SerialProtocol::Rdm6300),
+        ("line", SerialProtocol::Line),
+        ("wiegand-hex", SerialProtocol::WiegandHex),
+        ("wiegand-dec", SerialProtocol::WiegandDec),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        SerialProtocol::ALL
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map_or("?", |(s, _)| s)
+    }
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parity {
+    None,
+    Odd,
+    Even,
+}
+
+/// The default of a serial reader's `baud`, what RDM6300 modules and most scanners use.
+pub const DEFAULT_BAUD: u32 = 9600;
+/// The default of a serial reader's `presence_timeout`: an RDM6300 repeats a tag about
+/// every 50 ms, so 300 ms of silence means the tag has left.
+pub const DEFAULT_PRESENCE_TIMEOUT: Duration = Duration::from_millis(300);
 
 /// The `[reception]` section.
 #[derive(Debug, Clone)]
@@ -132,9 +205,20 @@ impl fmt::Display for ProblemList<'_> {
 impl Config {
     /// Reads and validates a config file; relative paths in it are taken from the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
+        })?;
+        // Editors on Chinese Windows often save as GBK; say so rather than "invalid data".
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems: vec![Problem {
+                path: String::new(),
+                message: format!(
+                    "line {}: the file is not UTF-8 text; save it as UTF-8 (in Notepad: Save as, Encoding: UTF-8)",
+                    line_of(&String::from_utf8_lossy(e.as_bytes()), e.utf8_error().valid_up_to())
+                ),
+            }],
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, base).map_err(|problems| ConfigError::Invalid {
@@ -168,7 +252,9 @@ impl Config {
         let readers = root.array_of_tables("reader", &mut p).map(|list| {
             list.iter()
                 .enumerate()
-                .filter_map(|(i, t)| parse_reader(Section::new(&format!("reader[{i}]"), t), &mut p))
+                .filter_map(|(i, t)| {
+                    parse_reader(Section::new(&format!("reader[{i}]"), t), base_dir, &mut p)
+                })
                 .collect::<Vec<_>>()
         });
         let reception = match root.table("reception", &mut p, false) {
@@ -177,6 +263,9 @@ impl Config {
                 same_card_cooldown: DEFAULT_SAME_CARD_COOLDOWN,
             }),
         };
+        if let Some(readers) = &readers {
+            check_serial_readers(readers, &mut p);
+        }
         root.finish(&["kiosk", "reader", "reception"], &mut p);
         match (kiosk, readers, reception) {
             (Some(kiosk), Some(readers), Some(reception)) if p.0.is_empty() => Ok(Config {
@@ -266,41 +355,181 @@ fn parse_kiosk(mut s: Section<'_>, base_dir: &Path, p: &mut Problems) -> Option<
     })
 }
 
-fn parse_reader(mut s: Section<'_>, p: &mut Problems) -> Option<ReaderConfig> {
+fn parse_reader(mut s: Section<'_>, base_dir: &Path, p: &mut Problems) -> Option<ReaderConfig> {
     let Some(kind) = s.required_str("kind", p) else {
-        s.finish(&["kind", "name"], p);
+        s.finish(&["kind"], p);
         return None;
     };
     match kind {
-        "pcsc" => {
-            let name = s.optional_str("name", p).unwrap_or("*");
-            let ok = !name.trim().is_empty();
-            if !ok {
-                p.push(
-                    s.key("name"),
-                    "is empty; write a reader name or glob such as \"ACS ACR122U*\", or \"*\" for every reader",
-                );
-            }
-            s.finish(&["kind", "name"], p);
-            ok.then(|| ReaderConfig::Pcsc {
-                name: name.to_owned(),
-            })
-        }
-        "serial" => {
-            p.push(
-                s.key("kind"),
-                "serial readers are not supported by this version yet; use kind = \"pcsc\" for a contactless reader",
-            );
-            s.finish(&["kind", "name", "path", "baud", "protocol"], p);
-            None
-        }
+        "pcsc" => parse_pcsc_reader(s, p),
+        "serial" => parse_serial_reader(s, base_dir, p).map(ReaderConfig::Serial),
         other => {
             p.push(
                 s.key("kind"),
-                format!("unknown reader kind {other:?}; write kind = \"pcsc\""),
+                format!("unknown reader kind {other:?}; write kind = \"pcsc\" for a contactless reader or kind = \"serial\" for a serial one"),
             );
-            s.finish(&["kind", "name"], p);
+            s.finish(&["kind"], p);
             None
+        }
+    }
+}
+
+fn parse_pcsc_reader(mut s: Section<'_>, p: &mut Problems) -> Option<ReaderConfig> {
+    let name = s.optional_str("name", p).unwrap_or("*");
+    let name_ok = !name.trim().is_empty();
+    if !name_ok {
+        p.push(
+            s.key("name"),
+            "is empty; write a reader name or glob such as \"ACS ACR122U*\", or \"*\" for every reader",
+        );
+    }
+    let feedback = match s.optional_str("feedback", p) {
+        None | Some("none") => Some(PcscFeedback::None),
+        Some("acr122u") => Some(PcscFeedback::Acr122u),
+        Some(other) => {
+            p.push(
+                s.key("feedback"),
+                format!("unknown feedback {other:?}; write \"acr122u\" for ACS ACR122U-class readers, or \"none\""),
+            );
+            None
+        }
+    };
+    s.finish(&["kind", "name", "feedback"], p);
+    let feedback = feedback?;
+    name_ok.then(|| ReaderConfig::Pcsc {
+        name: name.to_owned(),
+        feedback,
+    })
+}
+
+fn parse_serial_reader(
+    mut s: Section<'_>,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<SerialReader> {
+    let path = s.required_str("path", p).and_then(|v| {
+        if v.trim().is_empty() {
+            p.push(
+                s.key("path"),
+                "is empty; write the device, e.g. \"/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0\"",
+            );
+            None
+        } else {
+            // Relative paths (a symlink next to the config) read from the config's folder.
+            Some(base_dir.join(v))
+        }
+    });
+    let name = s.optional_str("name", p).map(str::to_owned);
+    if name
+        .as_ref()
+        .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 64)
+    {
+        p.push(
+            s.key("name"),
+            "must be 1 to 64 characters, e.g. \"front-desk-rfid\"",
+        );
+    }
+    let protocol = s.required_str("protocol", p).and_then(|v| {
+        let parsed = SerialProtocol::ALL
+            .iter()
+            .find(|(n, _)| *n == v)
+            .map(|(_, proto)| *proto)
+            .ok_or_else(|| {
+                let names: Vec<String> = SerialProtocol::ALL
+                    .iter()
+                    .map(|(n, _)| format!("{n:?}"))
+                    .collect();
+                format!("unknown protocol {v:?}; write one of {}", names.join(", "))
+            });
+        s.check("protocol", parsed, p)
+    });
+    let baud = s.int_in("baud", 50, 4_000_000, i64::from(DEFAULT_BAUD), "9600", p);
+    let data_bits = s.int_in("data_bits", 5, 8, 8, "8", p);
+    let stop_bits = s.int_in("stop_bits", 1, 2, 1, "1", p);
+    let parity = match s.optional_str("parity", p) {
+        None | Some("none") => Some(Parity::None),
+        Some("odd") => Some(Parity::Odd),
+        Some("even") => Some(Parity::Even),
+        Some(other) => {
+            p.push(
+                s.key("parity"),
+                format!("unknown parity {other:?}; write \"none\", \"odd\" or \"even\""),
+            );
+            None
+        }
+    };
+    let presence_timeout = match s.optional_str("presence_timeout", p) {
+        None => Some(DEFAULT_PRESENCE_TIMEOUT),
+        Some(v) => {
+            let parsed = parse_duration(v).and_then(|d| {
+                if d < Duration::from_millis(50) || d > Duration::from_secs(10) {
+                    Err(format!(
+                        "{v:?} is outside 50ms to 10s; a tag repeats every few tens of ms, e.g. \"300ms\""
+                    ))
+                } else {
+                    Ok(d)
+                }
+            });
+            s.check("presence_timeout", parsed, p)
+        }
+    };
+    s.finish(
+        &[
+            "kind",
+            "name",
+            "path",
+            "baud",
+            "data_bits",
+            "parity",
+            "stop_bits",
+            "protocol",
+            "presence_timeout",
+        ],
+        p,
+    );
+    let path = path?;
+    Some(SerialReader {
+        name: name.unwrap_or_else(|| path.display().to_string()),
+        path,
+        baud: u32::try_from(baud?).ok()?,
+        data_bits: u8::try_from(data_bits?).ok()?,
+        parity: parity?,
+        stop_bits: u8::try_from(stop_bits?).ok()?,
+        protocol: protocol?,
+        presence_timeout: presence_timeout?,
+    })
+}
+
+/// Two entries on one port would fight over it, and two readers of one name would
+/// make visits' sources ambiguous.
+fn check_serial_readers(readers: &[ReaderConfig], p: &mut Problems) {
+    let serial: Vec<(usize, &SerialReader)> = readers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r {
+            ReaderConfig::Serial(s) => Some((i, s)),
+            ReaderConfig::Pcsc { .. } => None,
+        })
+        .collect();
+    for (n, (i, a)) in serial.iter().enumerate() {
+        for (j, b) in &serial[..n] {
+            if a.path == b.path {
+                p.push(
+                    format!("reader[{i}].path"),
+                    format!(
+                        "{} is already used by reader[{j}]; a port has one reader",
+                        a.path.display()
+                    ),
+                );
+            } else if a.name == b.name {
+                p.push(
+                    format!("reader[{i}].name"),
+                    format!(
+                        "{:?} is already the name of reader[{j}]; give each reader its own name",
+                        a.name
+                    ),
+                );
+            }
         }
     }
 }
@@ -386,6 +615,39 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// An optional integer key within `min..=max`, `default` when absent.
+    fn int_in(
+        &mut self,
+        key: &str,
+        min: i64,
+        max: i64,
+        default: i64,
+        example: &str,
+        p: &mut Problems,
+    ) -> Option<i64> {
+        match self.get(key) {
+            None => Some(default),
+            Some(Value::Integer(n)) if (min..=max).contains(n) => Some(*n),
+            Some(Value::Integer(n)) => {
+                p.push(
+                    self.key(key),
+                    format!("{n} is outside {min} to {max}; e.g. {key} = {example}"),
+                );
+                None
+            }
+            Some(other) => {
+                p.push(
+                    self.key(key),
+                    format!(
+                        "must be a number without quotes, e.g. {key} = {example}; found {}",
+                        other.type_str()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     fn required_str(&mut self, key: &str, p: &mut Problems) -> Option<&'a str> {
         if self.table.contains_key(key) {
             self.optional_str(key, p)
@@ -396,6 +658,10 @@ impl<'a> Section<'a> {
                 "time_zone" => "time_zone = \"Asia/Shanghai\"",
                 "data_dir" => "data_dir = \"/var/lib/kiosk\"",
                 "kind" => "kind = \"pcsc\"",
+                "path" => "path = \"/dev/serial/by-id/…\"",
+                "protocol" => {
+                    "protocol = \"rdm6300\" (or \"line\", \"wiegand-hex\", \"wiegand-dec\")"
+                }
                 _ => "it (see the README's config reference)",
             };
             p.push(self.key(key), format!("is missing; add {example}"));
@@ -510,6 +776,23 @@ listen = "127.0.0.1:0"
 [[reader]]
 kind = "pcsc"
 name = "ACS ACR122U*"
+feedback = "acr122u"
+
+[[reader]]
+kind = "serial"
+path = "/dev/serial/by-id/usb-rfid"
+protocol = "rdm6300"
+
+[[reader]]
+kind = "serial"
+name = "qr"
+path = "qr-tty"
+baud = 115200
+data_bits = 7
+parity = "even"
+stop_bits = 2
+protocol = "line"
+presence_timeout = "1s"
 
 [reception]
 same_card_cooldown = "5s"
@@ -523,9 +806,32 @@ same_card_cooldown = "5s"
         assert_eq!(cfg.kiosk.time_zone_name, "Asia/Shanghai");
         assert_eq!(
             cfg.readers,
-            vec![ReaderConfig::Pcsc {
-                name: "ACS ACR122U*".into()
-            }]
+            vec![
+                ReaderConfig::Pcsc {
+                    name: "ACS ACR122U*".into(),
+                    feedback: PcscFeedback::Acr122u,
+                },
+                ReaderConfig::Serial(SerialReader {
+                    name: "/dev/serial/by-id/usb-rfid".into(),
+                    path: "/dev/serial/by-id/usb-rfid".into(),
+                    baud: 9600,
+                    data_bits: 8,
+                    parity: Parity::None,
+                    stop_bits: 1,
+                    protocol: SerialProtocol::Rdm6300,
+                    presence_timeout: DEFAULT_PRESENCE_TIMEOUT,
+                }),
+                ReaderConfig::Serial(SerialReader {
+                    name: "qr".into(),
+                    path: "/etc/kiosk/qr-tty".into(),
+                    baud: 115200,
+                    data_bits: 7,
+                    parity: Parity::Even,
+                    stop_bits: 2,
+                    protocol: SerialProtocol::Line,
+                    presence_timeout: Duration::from_secs(1),
+                }),
+            ]
         );
         assert_eq!(cfg.reception.same_card_cooldown, Duration::from_secs(5));
     }
@@ -565,9 +871,28 @@ same_card_cooldown = "5s"
             (
                 "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[[reader]]\nkind='serial'\n[[reader]]\nkind='usb'\n[[reader]]\nkind='pcsc'\nnmae='x'\n",
                 &[
-                    "reader[0].kind: serial readers are not supported",
-                    "reader[1].kind: unknown reader kind \"usb\"",
+                    "reader[0].path: is missing; add path = \"/dev/serial/by-id/",
+                    "reader[0].protocol: is missing; add protocol = \"rdm6300\"",
+                    "reader[1].kind: unknown reader kind \"usb\"; write kind = \"pcsc\"",
                     "reader[2].nmae: unknown key; did you mean \"name\"?",
+                ],
+            ),
+            (
+                "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[[reader]]\nkind='serial'\npath='/dev/ttyUSB0'\nprotocol='em4100'\nbaud='9600'\nparity='mark'\nstop_bits=3\npresence_timeout='10ms'\n[[reader]]\nkind='serial'\npath='/dev/ttyUSB0'\nprotocol='line'\n[[reader]]\nkind='pcsc'\nfeedback='blink'\n",
+                &[
+                    "reader[0].protocol: unknown protocol \"em4100\"; write one of \"rdm6300\", \"line\", \"wiegand-hex\", \"wiegand-dec\"",
+                    "reader[0].baud: must be a number without quotes, e.g. baud = 9600; found string",
+                    "reader[0].parity: unknown parity \"mark\"",
+                    "reader[0].stop_bits: 3 is outside 1 to 2",
+                    "reader[0].presence_timeout: \"10ms\" is outside 50ms to 10s",
+                    "reader[2].feedback: unknown feedback \"blink\"",
+                ],
+            ),
+            (
+                "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[[reader]]\nkind='serial'\npath='/dev/ttyUSB0'\nprotocol='line'\n[[reader]]\nkind='serial'\npath='/dev/ttyUSB0'\nprotocol='rdm6300'\n[[reader]]\nkind='serial'\nname='a'\npath='/dev/ttyUSB1'\nprotocol='line'\n[[reader]]\nkind='serial'\nname='a'\npath='/dev/ttyUSB2'\nprotocol='line'\n",
+                &[
+                    "reader[1].path: /dev/ttyUSB0 is already used by reader[0]",
+                    "reader[3].name: \"a\" is already the name of reader[2]",
                 ],
             ),
             (
@@ -615,6 +940,18 @@ same_card_cooldown = "5s"
         assert!(
             err.to_string()
                 .contains("cannot read config file /nonexistent/kiosk.toml")
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let gbk = dir.path().join("kiosk.toml");
+        // "[kiosk]\noffice_name = '售楼处'" with the name in GBK.
+        let mut bytes = b"[kiosk]\noffice_name = '".to_vec();
+        bytes.extend_from_slice(&[0xCA, 0xDB, 0xC2, 0xA5, 0xB4, 0xA6]);
+        bytes.extend_from_slice(b"'\n");
+        std::fs::write(&gbk, bytes).expect("write");
+        let err = Config::load(&gbk).expect_err("GBK file").to_string();
+        assert!(
+            err.contains("line 2: the file is not UTF-8 text; save it as UTF-8"),
+            "{err}"
         );
     }
 }
