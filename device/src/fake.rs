@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{CardEvent, CardToken, DeviceEvent};
+use crate::{CardEvent, CardToken, DeviceEvent, ReaderKind, ReaderUpdate};
 
 /// The script of a simulated reader.
 #[derive(Debug, Clone)]
@@ -19,10 +19,13 @@ pub struct FakeReader {
 impl FakeReader {
     /// Runs the script; returns when `cancel` fires or the receiver is gone.
     pub async fn run(self, tx: mpsc::Sender<DeviceEvent>, cancel: CancellationToken) {
-        let connected = DeviceEvent::Reader {
+        let connected = DeviceEvent::Reader(ReaderUpdate {
             reader: self.name.clone(),
+            kind: ReaderKind::Simulated,
             connected: true,
-        };
+            problem: None,
+            reopen_attempts: 0,
+        });
         if tx.send(connected).await.is_err() {
             return;
         }

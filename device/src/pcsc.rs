@@ -6,38 +6,52 @@
 //! pcscd goes away the context is dropped and re-established with backoff: a context
 //! never recovers once the service is gone.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use pcsc::{Context, Disposition, Protocols, ReaderState, Scope, ShareMode, State};
+use kiosk_config::PcscFeedback;
+use pcsc::{Card, Context, Disposition, Protocols, ReaderState, Scope, ShareMode, State};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{CardEvent, CardToken, Cooldown, DeviceEvent, glob};
+use crate::thread::{self, Backoff, SpawnError, Stop};
+use crate::{
+    CardEvent, CardToken, Debounce, DeviceEvent, Feedback, ReaderKind, ReaderUpdate, Signal, glob,
+};
 
 /// The PC/SC "get data: UID" pseudo-APDU (PC/SC part 3), answered with UID + `90 00`.
 pub const GET_UID: [u8; 5] = [0xFF, 0xCA, 0x00, 0x00, 0x00];
 
+/// ACR122U "bi-color LED and buzzer control" (`FF 00 40 P2 04 T1 T2 repeat buzzer`),
+/// answered `90` + the LED state. Welcome: green blinks once for 200 ms with a beep.
+pub const LED_WELCOME: [u8; 9] = [0xFF, 0x00, 0x40, 0xA8, 0x04, 0x02, 0x01, 0x01, 0x01];
+/// Refused: red blinks twice with two short beeps, then stays red (the idle colour).
+pub const LED_REFUSED: [u8; 9] = [0xFF, 0x00, 0x40, 0x55, 0x04, 0x01, 0x01, 0x02, 0x01];
+/// How long the thread holds a card waiting for the reception's decision. It is
+/// normally a millisecond; a roster import holding the database must not stall the
+/// readers for long.
+const FEEDBACK_WAIT: Duration = Duration::from_secs(1);
+
+/// One `[[reader]] kind = "pcsc"` entry.
+#[derive(Debug, Clone)]
+pub struct PcscReader {
+    /// Reader-name glob.
+    pub pattern: String,
+    pub feedback: PcscFeedback,
+}
+
 /// What the PC/SC backend needs to know.
 #[derive(Debug, Clone)]
 pub struct PcscOptions {
-    /// Reader-name globs; a reader matching any of them is used.
-    pub patterns: Vec<String>,
+    /// A reader matching any pattern is used, with the first match's settings.
+    pub readers: Vec<PcscReader>,
     pub cooldown: Duration,
     /// Upper bound of one blocking wait. Finite so a lost wake-up can never hang the
     /// thread for good; long enough that an idle kiosk stays near 0% CPU.
     pub wait: Duration,
-}
-
-/// Why the PC/SC backend could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
-    #[error("cannot start the PC/SC reader thread: {0}")]
-    Thread(#[from] std::io::Error),
-    #[error("the PC/SC backend must be started inside the tokio runtime")]
-    NoRuntime,
 }
 
 /// Starts the backend's thread. It runs until `cancel` fires or the receiver is dropped.
@@ -46,75 +60,15 @@ pub fn spawn(
     tx: mpsc::Sender<DeviceEvent>,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, SpawnError> {
-    let runtime = tokio::runtime::Handle::try_current().map_err(|_| SpawnError::NoRuntime)?;
-    let stop = Arc::new(Stop::default());
-    let thread_done = CancellationToken::new();
-    let handle = std::thread::Builder::new().name("pcsc".into()).spawn({
-        let stop = stop.clone();
-        let thread_done = thread_done.clone();
-        move || {
-            let _done = thread_done.drop_guard();
-            Backend { options, tx, stop }.run();
+    thread::spawn("pcsc", cancel, move |stop| {
+        Backend {
+            options,
+            tx,
+            stop,
+            memory: HashMap::new(),
         }
-    })?;
-    // Bridges the async token to the blocking world; ends with the thread either way.
-    runtime.spawn(async move {
-        tokio::select! {
-            () = cancel.cancelled() => stop.fire(),
-            () = thread_done.cancelled() => {}
-        }
-    });
-    Ok(handle)
-}
-
-/// Stop flag plus the context to cancel, shared between the thread and the async side.
-#[derive(Default)]
-struct Stop {
-    inner: Mutex<StopInner>,
-    wake: Condvar,
-}
-
-#[derive(Default)]
-struct StopInner {
-    stopped: bool,
-    context: Option<Context>,
-}
-
-impl Stop {
-    fn fire(&self) {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner.stopped = true;
-        if let Some(ctx) = &inner.context {
-            // Wakes a thread blocked in get_status_change; an error means the
-            // context is already dead, and the thread will see `stopped` anyway.
-            let _ = ctx.cancel();
-        }
-        self.wake.notify_all();
-    }
-
-    fn stopped(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stopped
-    }
-
-    /// Registers the live context; false when already stopped.
-    fn set_context(&self, ctx: Option<Context>) -> bool {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        inner.context = ctx;
-        !inner.stopped
-    }
-
-    /// Waits up to `d`; true when stopped meanwhile.
-    fn wait(&self, d: Duration) -> bool {
-        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let (inner, _) = self
-            .wake
-            .wait_timeout_while(inner, d, |i| !i.stopped)
-            .unwrap_or_else(PoisonError::into_inner);
-        inner.stopped
-    }
+        .run();
+    })
 }
 
 /// One watched reader; `slots[i]` goes with `states[i + 1]` (index 0 is PnP).
@@ -122,7 +76,15 @@ struct Slot {
     name: String,
     present: bool,
     event_count: u32,
-    cooldown: Cooldown,
+    feedback: PcscFeedback,
+}
+
+/// What the backend remembers of a reader by name, across pcscd restarts and replugs:
+/// a card held through either is not a second tap, and a reader that refused the LED
+/// command is not asked again.
+struct Memory {
+    debounce: Debounce,
+    feedback_refused: bool,
 }
 
 /// The receiver is gone: the daemon is shutting down.
@@ -132,18 +94,33 @@ struct Backend {
     options: PcscOptions,
     tx: mpsc::Sender<DeviceEvent>,
     stop: Arc<Stop>,
+    memory: HashMap<String, Memory>,
 }
 
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+fn send(tx: &mpsc::Sender<DeviceEvent>, event: DeviceEvent) -> Result<(), Closed> {
+    tx.blocking_send(event).map_err(|_| Closed)
+}
+
+fn reader_update(reader: String, connected: bool, problem: Option<String>) -> DeviceEvent {
+    DeviceEvent::Reader(ReaderUpdate {
+        reader,
+        kind: ReaderKind::Pcsc,
+        connected,
+        problem,
+        reopen_attempts: 0,
+    })
+}
+
 impl Backend {
     fn send(&self, event: DeviceEvent) -> Result<(), Closed> {
-        self.tx.blocking_send(event).map_err(|_| Closed)
+        send(&self.tx, event)
     }
 
-    fn run(self) {
-        let mut backoff = BACKOFF_FIRST;
+    fn run(mut self) {
+        let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_MAX);
         let mut service_up: Option<bool> = None;
         while !self.stop.stopped() {
             let ctx = match Context::establish(Scope::User) {
@@ -159,14 +136,18 @@ impl Backend {
                             return;
                         }
                     }
-                    if self.stop.wait(backoff) {
+                    if self.stop.wait(backoff.next_delay()) {
                         return;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
             };
-            if !self.stop.set_context(Some(ctx.clone())) {
+            let waker = ctx.clone();
+            // Context::cancel wakes the thread blocked in get_status_change; an error
+            // means the context is already dead, and the thread sees the flag anyway.
+            if !self.stop.set_waker(Some(Box::new(move || {
+                let _ = waker.cancel();
+            }))) {
                 return;
             }
             tracing::info!("PC/SC service reachable; watching readers");
@@ -176,12 +157,12 @@ impl Backend {
             let started = Instant::now();
             let mut slots = Vec::new();
             let outcome = self.watch(&ctx, &mut slots);
-            self.stop.set_context(None);
+            self.stop.set_waker(None);
             for slot in slots {
-                let gone = DeviceEvent::Reader {
-                    reader: slot.name,
-                    connected: false,
-                };
+                if self.forget_presence(&slot).is_err() {
+                    return;
+                }
+                let gone = reader_update(slot.name, false, Some("pcscd went away".into()));
                 if self.send(gone).is_err() {
                     return;
                 }
@@ -198,19 +179,33 @@ impl Backend {
                 }
             }
             if started.elapsed() > BACKOFF_MAX {
-                backoff = BACKOFF_FIRST;
+                backoff.reset();
             }
-            if self.stop.wait(backoff) {
+            if self.stop.wait(backoff.next_delay()) {
                 return;
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
+    }
+
+    /// A slot that goes away with its card on it: the card has left, and its cooldown
+    /// starts now (the memory outlives the slot).
+    fn forget_presence(&mut self, slot: &Slot) -> Result<(), Closed> {
+        if slot.present {
+            if let Some(m) = self.memory.get_mut(&slot.name) {
+                m.debounce.on_removed(Instant::now());
+            }
+            self.send(DeviceEvent::Presence {
+                reader: slot.name.clone(),
+                present: false,
+            })?;
+        }
+        Ok(())
     }
 
     /// Watches readers on one context until cancelled (`Ok(Ok)`), the daemon closes
     /// (`Err`), or the service fails (`Ok(Err)`).
     fn watch(
-        &self,
+        &mut self,
         ctx: &Context,
         slots: &mut Vec<Slot>,
     ) -> Result<Result<(), pcsc::Error>, Closed> {
@@ -267,12 +262,8 @@ impl Backend {
                 let swapped = present && slot.present && count != slot.event_count;
                 slot.event_count = count;
                 if slot.present && (!present || swapped) {
+                    self.forget_presence(slot)?;
                     slot.present = false;
-                    slot.cooldown.on_removed(Instant::now());
-                    self.send(DeviceEvent::Presence {
-                        reader: slot.name.clone(),
-                        present: false,
-                    })?;
                 }
                 if present && !slot.present {
                     slot.present = true;
@@ -292,34 +283,73 @@ impl Backend {
         }
     }
 
-    fn read_card(&self, ctx: &Context, name: &CStr, slot: &mut Slot) -> Result<(), Closed> {
-        match read_uid(ctx, name) {
-            Ok(uid) => {
-                let read_at = Instant::now();
-                let token = CardToken::nfc(&uid);
-                if slot.cooldown.on_card(&token, read_at) {
-                    let event = CardEvent {
-                        reader: slot.name.clone(),
-                        token,
-                        at: jiff::Timestamp::now(),
-                        read_at,
-                    };
-                    self.send(DeviceEvent::Card(event))?;
-                } else {
-                    tracing::debug!(reader = %slot.name, card = %token, "same card inside cooldown; no event");
+    fn read_card(&mut self, ctx: &Context, name: &CStr, slot: &Slot) -> Result<(), Closed> {
+        // Card pulled mid-read (REMOVED_CARD, RESET_CARD, COMM_DATA_LOST…), or not a
+        // card we can talk to: no event, and the next tap works.
+        let card = match ctx.connect(name, ShareMode::Shared, Protocols::ANY) {
+            Ok(card) => card,
+            Err(e) => {
+                tracing::debug!(reader = %slot.name, error = %e, "could not connect to the card; no event");
+                return Ok(());
+            }
+        };
+        let uid = match get_uid(&card) {
+            Ok(uid) => uid,
+            Err(e) => {
+                tracing::debug!(reader = %slot.name, error = %e, "could not read the card's UID; no event");
+                return Ok(());
+            }
+        };
+        let read_at = Instant::now();
+        let token = CardToken::nfc(&uid);
+        let memory = self
+            .memory
+            .entry(slot.name.clone())
+            .or_insert_with(|| Memory {
+                debounce: Debounce::new(self.options.cooldown),
+                feedback_refused: false,
+            });
+        if !memory.debounce.on_card(&token, read_at) {
+            tracing::debug!(reader = %slot.name, card = %token, "same card inside cooldown; no event");
+            return Ok(());
+        }
+        let wants_feedback = slot.feedback == PcscFeedback::Acr122u && !memory.feedback_refused;
+        let (feedback, outcome) = if wants_feedback {
+            let (tx, rx) = Feedback::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let event = CardEvent {
+            reader: slot.name.clone(),
+            token,
+            at: jiff::Timestamp::now(),
+            read_at,
+            version: None,
+            feedback,
+        };
+        send(&self.tx, DeviceEvent::Card(event))?;
+        if let Some(outcome) = outcome {
+            match outcome.recv_timeout(FEEDBACK_WAIT) {
+                Ok(signal) => {
+                    if let Err(Some(status)) = show(&card, signal) {
+                        tracing::info!(reader = %slot.name, status, "the reader refused the LED/buzzer command; no more feedback on this reader");
+                        memory.feedback_refused = true;
+                    }
+                }
+                Err(_) => {
+                    tracing::debug!(reader = %slot.name, "no outcome for the tap in time; no feedback")
                 }
             }
-            // Card pulled mid-read, reset, or not a card we can talk to: the next tap works.
-            Err(e) => {
-                tracing::debug!(reader = %slot.name, error = %e, "could not read the card's UID; no event")
-            }
         }
+        // Leaving the card powered keeps the next read fast; a failure here is harmless.
+        let _ = card.disconnect(Disposition::LeaveCard);
         Ok(())
     }
 
     /// Brings `slots` and `states` in line with the readers pcscd lists now.
     fn relist(
-        &self,
+        &mut self,
         ctx: &Context,
         states: &mut Vec<ReaderState>,
         slots: &mut Vec<Slot>,
@@ -343,44 +373,45 @@ impl Backend {
                 let slot = slots.remove(i);
                 states.remove(i + 1);
                 tracing::info!(reader = %slot.name, "reader removed");
-                self.send(DeviceEvent::Reader {
-                    reader: slot.name,
-                    connected: false,
-                })?;
+                self.forget_presence(&slot)?;
+                self.send(reader_update(slot.name, false, Some("unplugged".into())))?;
             }
         }
         for (cname, name) in names {
             if slots.iter().any(|s| s.name == name) {
                 continue;
             }
-            if !self
+            let Some(config) = self
                 .options
-                .patterns
+                .readers
                 .iter()
-                .any(|p| glob::matches(p, &name))
-            {
+                .find(|r| glob::matches(&r.pattern, &name))
+            else {
                 if !ignored.contains(&name) {
                     tracing::info!(reader = %name, "ignoring reader: no [[reader]] name matches it");
                     ignored.push(name);
                 }
                 continue;
-            }
+            };
             tracing::info!(reader = %name, "reader connected");
             states.push(ReaderState::new(cname, State::UNAWARE));
             slots.push(Slot {
                 name: name.clone(),
                 present: false,
                 event_count: 0,
-                cooldown: Cooldown::new(self.options.cooldown),
+                feedback: config.feedback,
             });
-            self.send(DeviceEvent::Reader {
-                reader: name,
-                connected: true,
-            })?;
+            self.send(reader_update(name, true, None))?;
         }
         if slots.is_empty() && !*warned_empty {
+            let patterns: Vec<&str> = self
+                .options
+                .readers
+                .iter()
+                .map(|r| r.pattern.as_str())
+                .collect();
             tracing::warn!(
-                patterns = ?self.options.patterns,
+                ?patterns,
                 "no PC/SC reader matches the configured names yet; waiting for one to be plugged in (see `kiosk readers`)"
             );
         }
@@ -394,6 +425,25 @@ fn service(up: bool, detail: String) -> DeviceEvent {
         backend: "pcsc",
         up,
         detail,
+    }
+}
+
+/// Sends the LED/buzzer command for `signal`. `Err(Some(status))` when the reader
+/// answered that it does not do this; `Err(None)` when the card went away first.
+fn show(card: &Card, signal: Signal) -> Result<(), Option<String>> {
+    let apdu = match signal {
+        Signal::Welcome => &LED_WELCOME,
+        Signal::Refused => &LED_REFUSED,
+    };
+    let mut buf = [0u8; 16];
+    match card.transmit(apdu, &mut buf) {
+        // SW1 90: done; SW2 is the LED state, not 00.
+        Ok([0x90, _]) => Ok(()),
+        Ok(answer) => Err(Some(format!("{answer:02X?}"))),
+        Err(e) => {
+            tracing::debug!(error = %e, "feedback not shown");
+            Err(None)
+        }
     }
 }
 
@@ -411,16 +461,20 @@ pub enum ReadError {
 /// Connects to the card on `reader`, asks its UID, and leaves the card as it was.
 pub fn read_uid(ctx: &Context, reader: &CStr) -> Result<Vec<u8>, ReadError> {
     let card = ctx.connect(reader, ShareMode::Shared, Protocols::ANY)?;
-    let mut buf = [0u8; 64];
-    let response = card.transmit(&GET_UID, &mut buf)?;
-    let uid = match response {
-        [uid @ .., 0x90, 0x00] if !uid.is_empty() => uid.to_vec(),
-        [.., sw1, sw2] => return Err(ReadError::Status(*sw1, *sw2)),
-        short => return Err(ReadError::Short(short.len())),
-    };
+    let uid = get_uid(&card)?;
     // Leaving the card powered keeps the next read fast; a failure here is harmless.
     let _ = card.disconnect(Disposition::LeaveCard);
     Ok(uid)
+}
+
+/// Asks a connected card its UID.
+fn get_uid(card: &Card) -> Result<Vec<u8>, ReadError> {
+    let mut buf = [0u8; 64];
+    match card.transmit(&GET_UID, &mut buf)? {
+        [uid @ .., 0x90, 0x00] if !uid.is_empty() => Ok(uid.to_vec()),
+        [.., sw1, sw2] => Err(ReadError::Status(*sw1, *sw2)),
+        short => Err(ReadError::Short(short.len())),
+    }
 }
 
 /// Lists the PC/SC readers pcscd knows now, for `kiosk readers`.

@@ -20,6 +20,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use kiosk_device::{ReaderKind, ReaderUpdate};
+
 use crate::store::{ReadDb, Recorded, StoreError, VisitView};
 
 /// The kiosk screen, embedded so the kiosk works with no network at all.
@@ -44,7 +46,7 @@ pub struct KioskInfo {
     pub office_name: String,
     pub time_zone: String,
     pub data_dir: PathBuf,
-    /// Configured reader patterns, to tell "no reader matches" apart from "no reader configured".
+    /// Configured PC/SC reader patterns, to tell "no reader matches" apart from "no reader configured".
     pub reader_patterns: Vec<String>,
 }
 
@@ -63,9 +65,15 @@ struct BoardInner {
 #[derive(Debug, Clone, Serialize)]
 pub struct ReaderStatus {
     pub name: String,
+    /// pcsc, serial or simulated.
+    pub kind: &'static str,
     pub connected: bool,
     pub card_present: bool,
     pub last_tap: Option<jiff::Timestamp>,
+    /// Why it is not connected, and what to check.
+    pub problem: Option<String>,
+    /// Failed reopen attempts since it was last connected (serial readers).
+    pub reopen_attempts: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -86,17 +94,33 @@ impl Board {
             .entry(name.to_owned())
             .or_insert_with(|| ReaderStatus {
                 name: name.to_owned(),
+                kind: ReaderKind::Pcsc.as_str(),
                 connected: false,
                 card_present: false,
                 last_tap: None,
+                problem: None,
+                reopen_attempts: 0,
             })
     }
 
-    pub fn set_connected(&self, name: &str, connected: bool) -> ReaderStatus {
+    /// Lists a configured reader before its backend reports, so the status shows a
+    /// serial reader that never opened.
+    pub fn register(&self, name: &str, kind: ReaderKind) {
         self.with(|b| {
             let r = Board::reader(b, name);
-            r.connected = connected;
-            if !connected {
+            r.kind = kind.as_str();
+            r.problem = Some("not opened yet".into());
+        });
+    }
+
+    pub fn update(&self, u: &ReaderUpdate) -> ReaderStatus {
+        self.with(|b| {
+            let r = Board::reader(b, &u.reader);
+            r.kind = u.kind.as_str();
+            r.connected = u.connected;
+            r.problem = u.problem.clone();
+            r.reopen_attempts = u.reopen_attempts;
+            if !u.connected {
                 r.card_present = false;
             }
             r.clone()
@@ -446,7 +470,15 @@ async fn status(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, Ap
             problems.push(svc.detail.clone());
         }
     }
-    if !s.info.reader_patterns.is_empty() && !readers.iter().any(|r| r.connected) {
+    for r in readers.iter().filter(|r| !r.connected) {
+        if let Some(problem) = &r.problem {
+            problems.push(format!("reader {}: {problem}", r.name));
+        }
+    }
+    let pcsc_connected = readers
+        .iter()
+        .any(|r| r.connected && r.kind == ReaderKind::Pcsc.as_str());
+    if !s.info.reader_patterns.is_empty() && !pcsc_connected {
         problems.push(format!(
             "no connected reader matches {}; check the reader's cable and `kiosk readers`",
             s.info

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use kiosk_config::{Config, ReaderConfig};
 use kiosk_device::fake::FakeReader;
-use kiosk_device::{DeviceEvent, pcsc};
+use kiosk_device::{DeviceEvent, Signal, pcsc, serial};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -65,6 +65,12 @@ impl App {
             )
         })?;
         let (events, _) = broadcast::channel(256);
+        let board = Board::default();
+        for reader in &config.readers {
+            if let ReaderConfig::Serial(r) = reader {
+                board.register(&r.name, kiosk_device::ReaderKind::Serial);
+            }
+        }
         let state = ApiState {
             info: Arc::new(KioskInfo {
                 kiosk_id: k.id.to_string(),
@@ -75,7 +81,7 @@ impl App {
                 reader_patterns: pcsc_patterns(&config),
             }),
             db,
-            board: Board::default(),
+            board,
             events,
             shutdown: CancellationToken::new(),
         };
@@ -109,21 +115,43 @@ impl App {
         let stop = cancel.child_token();
         let (tx, rx) = mpsc::channel::<DeviceEvent>(256);
 
-        let patterns = state.info.reader_patterns.clone();
-        let mut pcsc_thread = None;
-        if !patterns.is_empty() || extras.simulated.is_some() {
+        let mut pcsc_readers: Vec<pcsc::PcscReader> = config
+            .readers
+            .iter()
+            .filter_map(|r| match r {
+                ReaderConfig::Pcsc { name, feedback } => Some(pcsc::PcscReader {
+                    pattern: name.clone(),
+                    feedback: *feedback,
+                }),
+                ReaderConfig::Serial(_) => None,
+            })
+            .collect();
+        let cooldown = config.reception.same_card_cooldown;
+        if !pcsc_readers.is_empty() || extras.simulated.is_some() {
             // The demo also shows any real reader when pcscd answers.
-            let patterns = if patterns.is_empty() {
-                vec!["*".to_owned()]
-            } else {
-                patterns
-            };
+            if pcsc_readers.is_empty() {
+                pcsc_readers.push(pcsc::PcscReader {
+                    pattern: "*".to_owned(),
+                    feedback: kiosk_config::PcscFeedback::None,
+                });
+            }
             let options = pcsc::PcscOptions {
-                patterns,
-                cooldown: config.reception.same_card_cooldown,
+                readers: pcsc_readers,
+                cooldown,
                 wait: Duration::from_secs(5),
             };
-            pcsc_thread = Some(pcsc::spawn(options, tx.clone(), stop.clone())?);
+            let thread = pcsc::spawn(options, tx.clone(), stop.clone())?;
+            supervise_thread(&tasks, "pcsc".to_owned(), thread, &stop, &failed);
+        }
+        for reader in &config.readers {
+            if let ReaderConfig::Serial(r) = reader {
+                let options = serial::SerialOptions {
+                    reader: r.clone(),
+                    cooldown,
+                };
+                let thread = serial::spawn(options, tx.clone(), stop.clone())?;
+                supervise_thread(&tasks, format!("serial {}", r.name), thread, &stop, &failed);
+            }
         }
         if let Some(fake) = extras.simulated {
             supervise(&tasks, "simulated-reader", &stop, &failed, {
@@ -166,16 +194,11 @@ impl App {
         stop.cancelled().await;
         tracing::info!("stopping: finishing in-flight taps");
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            // Includes the reader threads' joins.
             tasks.wait().await;
-            let joins = tokio::task::spawn_blocking(move || {
-                if let Some(t) = pcsc_thread {
-                    let _ = t.join();
-                }
-                // The reception task dropped the last Writer: the thread has
-                // finished its queue and commits by the time it ends.
-                let _ = writer_thread.join();
-            });
-            let _ = joins.await;
+            // The reception task dropped the last Writer: the thread has finished
+            // its queue and commits by the time it ends.
+            let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
         })
         .await;
         if drained.is_err() {
@@ -193,33 +216,54 @@ fn pcsc_patterns(config: &Config) -> Vec<String> {
     config
         .readers
         .iter()
-        .map(|r| match r {
-            ReaderConfig::Pcsc { name } => name.clone(),
+        .filter_map(|r| match r {
+            ReaderConfig::Pcsc { name, .. } => Some(name.clone()),
+            ReaderConfig::Serial(_) => None,
         })
         .collect()
+}
+
+/// Watches a reader thread like a task: if it ends before shutdown (a panic), the
+/// daemon stops rather than running on with a reader that silently died.
+fn supervise_thread(
+    tasks: &TaskTracker,
+    name: String,
+    thread: std::thread::JoinHandle<()>,
+    stop: &CancellationToken,
+    failed: &CancellationToken,
+) {
+    let task = name.clone();
+    supervise(tasks, task, stop, failed, async move {
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => anyhow::bail!("the reader thread {name:?} panicked"),
+            Err(e) => Err(anyhow::Error::new(e).context("joining a reader thread")),
+        }
+    });
 }
 
 /// Spawns a named long-lived task. Any exit before shutdown stops the daemon
 /// (fail fast: systemd restarts it), and every exit is logged.
 fn supervise(
     tasks: &TaskTracker,
-    name: &'static str,
+    name: impl Into<String>,
     stop: &CancellationToken,
     failed: &CancellationToken,
     fut: impl Future<Output = anyhow::Result<()>> + Send + 'static,
 ) {
     let (stop, failed) = (stop.clone(), failed.clone());
+    let name: String = name.into();
     tasks.spawn(async move {
         let result = fut.await;
         match (&result, stop.is_cancelled()) {
-            (Ok(()), true) => tracing::debug!(task = name, "task stopped"),
+            (Ok(()), true) => tracing::debug!(task = %name, "task stopped"),
             (Ok(()), false) => {
-                tracing::error!(task = name, "task ended unexpectedly; stopping the kiosk");
+                tracing::error!(task = %name, "task ended unexpectedly; stopping the kiosk");
                 failed.cancel();
             }
             (Err(e), _) => {
                 tracing::error!(
-                    task = name,
+                    task = %name,
                     error = format!("{e:#}"),
                     "task failed; stopping the kiosk"
                 );
@@ -244,8 +288,11 @@ async fn reception(
     };
     while let Some(event) = rx.recv().await {
         match event {
-            DeviceEvent::Card(card) => {
+            DeviceEvent::Card(mut card) => {
                 state.board.tapped(&card.reader, card.at);
+                if let Some(version) = card.version {
+                    tracing::debug!(reader = %card.reader, card = %card.token, version = format!("{version:02X}"), "EM4100 tag read");
+                }
                 let input = TapInput {
                     source: card.reader.clone(),
                     token: card.token.clone(),
@@ -276,6 +323,13 @@ async fn reception(
                         Greeting::store_failed(&card.reader, card.at)
                     }
                 };
+                if let Some(feedback) = card.feedback.take() {
+                    feedback.send(if greeting.outcome == "welcome" {
+                        Signal::Welcome
+                    } else {
+                        Signal::Refused
+                    });
+                }
                 publish(PublicEvent::Greeting(greeting));
                 tracing::debug!(
                     reader = %card.reader,
@@ -288,10 +342,8 @@ async fn reception(
                     state.board.set_present(&reader, present).into(),
                 ));
             }
-            DeviceEvent::Reader { reader, connected } => {
-                publish(PublicEvent::Reader(
-                    state.board.set_connected(&reader, connected).into(),
-                ));
+            DeviceEvent::Reader(update) => {
+                publish(PublicEvent::Reader(state.board.update(&update).into()));
             }
             DeviceEvent::Service {
                 backend,

@@ -56,7 +56,7 @@ enum Command {
         #[command(subcommand)]
         command: RosterCommand,
     },
-    /// List the PC/SC readers seen now.
+    /// List the PC/SC readers and serial ports seen now.
     Readers,
 }
 
@@ -199,6 +199,19 @@ fn readers() -> anyhow::Result<()> {
         }
         Err(e) => {
             println!("PC/SC: pcscd is not reachable ({e}); install and start it: apt install pcscd")
+        }
+    }
+    let ports = kiosk_device::serial::list_ports();
+    if ports.is_empty() {
+        println!("serial: no USB serial port is plugged in (/dev/serial/by-id is empty)");
+    }
+    for port in ports {
+        // by-id names survive replugging and reboots; ttyUSB numbers do not.
+        match std::fs::canonicalize(&port) {
+            Ok(target) if target != port => {
+                println!("serial: {} -> {}", port.display(), target.display())
+            }
+            _ => println!("serial: {}", port.display()),
         }
     }
     Ok(())
