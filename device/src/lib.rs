@@ -12,7 +12,7 @@ mod token;
 use std::time::Instant;
 
 pub use cooldown::Cooldown;
-pub use token::{CardToken, MAX_QR_LEN, Method, TokenError};
+pub use token::{CardToken, MAX_QR_LEN, Method, Spelling, TokenError};
 
 /// Everything a reader backend reports.
 #[derive(Debug, Clone)]
