@@ -16,7 +16,7 @@ use std::time::Instant;
 
 pub use debounce::Debounce;
 pub use thread::SpawnError;
-pub use token::{CardToken, MAX_QR_LEN, Method, TokenError};
+pub use token::{CardToken, MAX_QR_LEN, Method, Spelling, TokenError};
 
 /// Everything a reader backend reports.
 #[derive(Debug, Clone)]

@@ -156,6 +156,100 @@ impl fmt::Display for CardToken {
     }
 }
 
+/// How a card was written down by a person: as a token, or as the number printed on an
+/// EM4100 card. Kept because a DEZ8 number names only the low 24 bits of the card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    /// `nfc:…`, `em:…`, `wg26:…` or `qr:…`.
+    Token,
+    /// The 4-byte card number in decimal, e.g. `0008844356`: exact.
+    Dez10,
+    /// The third byte and the low 16 bits in decimal, e.g. `134,62532`: the top byte is lost.
+    Dez8,
+}
+
+/// The readable shape of each printed form, for error messages.
+const DEZ10_HINT: &str = "a DEZ10 number is 1 to 10 digits, at most 4294967295, e.g. 0008844356";
+const DEZ8_HINT: &str = "a DEZ8 number is 0-255, a comma or a space, then 0-65535, e.g. 134,62532";
+
+/// The numbers printed on EM4100 cards (DEZ10, DEZ8), read into and written from `em:` tokens.
+impl CardToken {
+    /// Reads a DEZ10 number: the card number in decimal. Fewer than 10 digits are
+    /// accepted because Excel drops leading zeros from a cell it takes for a number.
+    pub fn from_dez10(text: &str) -> Result<CardToken, TokenError> {
+        let text = text.trim();
+        // Checked by hand: `u32::from_str` would also take a leading `+`.
+        let digits = (1..=10).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit());
+        match text.parse::<u32>() {
+            Ok(number) if digits => Ok(CardToken::em(number)),
+            _ => Err(TokenError(format!("{text:?}: {DEZ10_HINT}"))),
+        }
+    }
+
+    /// Reads a DEZ8 number into `em:00` + the low 24 bits. DEZ8 does not print the top
+    /// byte, so this token equals a read card's only when that byte is zero; to find
+    /// the others, compare [`CardToken::em_low24`] of the card read.
+    pub fn from_dez8(text: &str) -> Result<CardToken, TokenError> {
+        let text = text.trim();
+        let part = |s: &str, max_digits: usize| {
+            let s = s.trim();
+            let digits =
+                (1..=max_digits).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+            digits.then(|| s.parse::<u32>().ok()).flatten()
+        };
+        // Cards print a comma; a space is what remains where a spreadsheet or a
+        // person avoided the comma in a CSV field.
+        let split = text
+            .split_once(',')
+            .or_else(|| text.split_once(char::is_whitespace));
+        let parsed = split.and_then(|(high, low)| Some((part(high, 3)?, part(low, 5)?)));
+        match parsed {
+            Some((high, low)) if high <= 0xFF && low <= 0xFFFF => {
+                Ok(CardToken::em((high << 16) | low))
+            }
+            _ => Err(TokenError(format!("{text:?}: {DEZ8_HINT}"))),
+        }
+    }
+
+    /// Like [`CardToken::parse`], and also reads the number printed on an EM4100 card.
+    /// Bare digits are always DEZ10 (an 8-digit DEZ8 without its comma cannot be told
+    /// from a DEZ10 that lost its leading zeros); digits around a comma or a space are DEZ8.
+    pub fn parse_written(text: &str) -> Result<(CardToken, Spelling), TokenError> {
+        let text = text.trim();
+        let numeric = !text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ',' || c.is_whitespace());
+        if text.contains(':') {
+            CardToken::parse(text).map(|t| (t, Spelling::Token))
+        } else if numeric && text.bytes().all(|b| b.is_ascii_digit()) {
+            CardToken::from_dez10(text).map(|t| (t, Spelling::Dez10))
+        } else if numeric {
+            CardToken::from_dez8(text).map(|t| (t, Spelling::Dez8))
+        } else {
+            Err(TokenError(format!(
+                "{text:?} is not a card token; write it as nfc:<hex UID> (e.g. nfc:04A1B2C3D4E5F6), em:<8 hex digits>, wg26:<facility>/<number> or qr:<payload>, or as the number printed on an EM4100 card: DEZ10 (e.g. 0008844356) or DEZ8 (e.g. 134,62532)"
+            )))
+        }
+    }
+
+    /// The DEZ10 number of an `em:` token, 10 digits, e.g. `0008844356`.
+    pub fn dez10(&self) -> Option<String> {
+        self.em_number().map(|n| format!("{n:010}"))
+    }
+
+    /// The DEZ8 number of an `em:` token, e.g. `134,62532`; the top byte is not in it.
+    pub fn dez8(&self) -> Option<String> {
+        self.em_number()
+            .map(|n| format!("{:03},{:05}", (n >> 16) & 0xFF, n & 0xFFFF))
+    }
+
+    /// The `em:` token with its top byte cleared: how a card given as DEZ8 is stored.
+    pub fn em_low24(&self) -> Option<CardToken> {
+        self.em_number().map(|n| CardToken::em(n & 0x00FF_FFFF))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +309,122 @@ mod tests {
         assert_eq!(CardToken::qr(" BRK-1 ").unwrap().as_str(), "qr:BRK-1");
         assert!(CardToken::qr("a\u{1b}b").is_err());
         assert_eq!(CardToken::nfc(&[4, 1, 2, 3]).em_number(), None);
+    }
+
+    #[test]
+    fn printed_em_numbers_read_as_a_table() {
+        let dez10: &[(&str, Option<&str>)] = &[
+            ("0008844356", Some("em:0086F444")),
+            (" 0008844356 ", Some("em:0086F444")),
+            ("8844356", Some("em:0086F444")), // Excel dropped the leading zeros
+            ("0", Some("em:00000000")),
+            ("0000000000", Some("em:00000000")),
+            ("4294967295", Some("em:FFFFFFFF")),
+            ("4294967296", None),
+            ("9999999999", None),
+            ("00000000001", None), // 11 digits, although the value fits
+            ("", None),
+            ("+8844356", None),
+            ("-1", None),
+            ("8.844356E+06", None),
+            ("\u{FF18}", None), // a full-width digit
+        ];
+        for (input, expected) in dez10 {
+            match (CardToken::from_dez10(input), expected) {
+                (Ok(t), Some(want)) => assert_eq!(t.as_str(), *want, "{input:?}"),
+                (Err(e), None) => assert!(e.to_string().contains("0008844356"), "{input:?}: {e}"),
+                (got, _) => panic!("{input:?}: got {got:?}, expected {expected:?}"),
+            }
+        }
+        let dez8: &[(&str, Option<&str>)] = &[
+            ("134,62532", Some("em:0086F444")),
+            ("134 62532", Some("em:0086F444")),
+            (" 134 , 62532 ", Some("em:0086F444")),
+            ("000,00000", Some("em:00000000")),
+            ("0,0", Some("em:00000000")),
+            ("255,65535", Some("em:00FFFFFF")),
+            ("256,0", None),
+            ("0,65536", None),
+            ("0255,1", None),   // 4 digits before the comma
+            ("1,000001", None), // 6 digits after it
+            ("134,", None),
+            (",62532", None),
+            ("134,625,32", None),
+            ("134;62532", None),
+            ("13462532", None), // no separator: that is DEZ10's shape
+        ];
+        for (input, expected) in dez8 {
+            match (CardToken::from_dez8(input), expected) {
+                (Ok(t), Some(want)) => assert_eq!(t.as_str(), *want, "{input:?}"),
+                (Err(e), None) => assert!(e.to_string().contains("134,62532"), "{input:?}: {e}"),
+                (got, _) => panic!("{input:?}: got {got:?}, expected {expected:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn em_tokens_print_as_dez10_and_dez8() {
+        let cases: &[(u32, &str, &str)] = &[
+            (0x0086_F444, "0008844356", "134,62532"),
+            (0, "0000000000", "000,00000"),
+            (u32::MAX, "4294967295", "255,65535"),
+            (0x1286_F444, "0310834244", "134,62532"), // DEZ8 loses the top byte
+            (0x00FF_FFFF, "0016777215", "255,65535"),
+        ];
+        for &(number, dez10, dez8) in cases {
+            let token = CardToken::em(number);
+            assert_eq!(token.dez10().as_deref(), Some(dez10), "{token}");
+            assert_eq!(token.dez8().as_deref(), Some(dez8), "{token}");
+            // And back: DEZ10 is exact, DEZ8 gives the token with the top byte cleared.
+            assert_eq!(CardToken::from_dez10(dez10), Ok(token.clone()));
+            assert_eq!(CardToken::from_dez8(dez8).ok(), token.em_low24());
+        }
+        let nfc = CardToken::nfc(&[4, 1, 2, 3]);
+        assert_eq!(
+            (nfc.dez10(), nfc.dez8(), nfc.em_low24()),
+            (None, None, None)
+        );
+    }
+
+    #[test]
+    fn written_cards_are_told_apart_by_shape() {
+        let ok: &[(&str, &str, Spelling)] = &[
+            ("nfc:04a1b2c3", "nfc:04A1B2C3", Spelling::Token),
+            ("em:0086f444", "em:0086F444", Spelling::Token),
+            ("0008844356", "em:0086F444", Spelling::Dez10),
+            // Eight bare digits are DEZ10 even if someone meant 134,62532 without the comma.
+            ("13462532", "em:00CD6C04", Spelling::Dez10),
+            ("134,62532", "em:0086F444", Spelling::Dez8),
+            ("134 62532", "em:0086F444", Spelling::Dez8),
+        ];
+        for (input, token, spelling) in ok {
+            assert_eq!(
+                CardToken::parse_written(input).map(|(t, s)| (t.0, s)),
+                Ok((token.to_string(), *spelling)),
+                "{input}"
+            );
+        }
+        let bad: &[(&str, &[&str])] = &[
+            (
+                "04A1B2C3",
+                &[
+                    "is not a card token",
+                    "DEZ10 (e.g. 0008844356)",
+                    "DEZ8 (e.g. 134,62532)",
+                ],
+            ),
+            ("", &["is not a card token"]),
+            ("nfc:04", &["4 to 10 bytes of hex"]),
+            ("4294967296", &["at most 4294967295"]),
+            ("256,1", &["0-255"]),
+        ];
+        for (input, expected) in bad {
+            let err = CardToken::parse_written(input)
+                .expect_err(input)
+                .to_string();
+            for want in *expected {
+                assert!(err.contains(want), "{input}: {err}");
+            }
+        }
     }
 }

@@ -152,8 +152,17 @@ fn import_roster(config: &Path, file: &Path) -> ExitCode {
         };
         let mut store = Store::open(&cfg.kiosk.data_dir, identity(&cfg))?;
         let s = store.import_roster(&parsed)?;
+        // DEZ8 imports fine but is a weaker match; say so while the file is at hand.
+        let dez8 = if s.dez8_cards == 0 {
+            String::new()
+        } else {
+            format!(
+                "; {} of them given as DEZ8, which matches by 24 bits only: where a card also prints DEZ10, use that, it is exact",
+                s.dez8_cards
+            )
+        };
         Ok(Ok(format!(
-            "imported {} card(s), {} customer(s), {} consultant(s) into {}",
+            "imported {} card(s), {} customer(s), {} consultant(s) into {}{dez8}",
             s.cards,
             s.customers,
             s.consultants,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use kiosk_device::CardToken;
+use kiosk_device::{CardToken, Spelling};
 
 /// How the screen addresses a customer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +99,9 @@ pub struct CardEntry {
     pub active: bool,
     /// Why a card is revoked, for staff; never shown on the public screen.
     pub note: Option<String>,
+    /// Given as DEZ8, which prints only the low 24 bits of an EM4100 number: `token` is
+    /// `em:00` + those bits, and the store matches taps by them (see `store::find_card`).
+    pub low24_only: bool,
 }
 
 /// A validated roster, ready to store in one transaction.
@@ -214,17 +217,19 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
         let get = |c: usize| index[c].and_then(|i| record.get(i)).unwrap_or("");
         let mut bad = |message: String| errors.push(RowError { line, message });
 
-        let token = match CardToken::parse(get(0)) {
-            Ok(t) if t.is_random_uid() => {
+        // A DEZ10 or DEZ8 number becomes its em: token here, so the duplicate check
+        // below compares cards, not spellings.
+        let (token, low24_only) = match CardToken::parse_written(get(0)) {
+            Ok((t, _)) if t.is_random_uid() => {
                 bad(format!(
                     "card: {t} is a random UID (a phone or bank card), which changes on every tap; issue a membership card instead"
                 ));
-                None
+                (None, false)
             }
-            Ok(t) => Some(t),
+            Ok((t, spelling)) => (Some(t), spelling == Spelling::Dez8),
             Err(e) => {
                 bad(format!("card: {e}"));
-                None
+                (None, false)
             }
         };
         let customer_id = get(1);
@@ -324,6 +329,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
             customer_id: customer_id.to_owned(),
             active,
             note: (!note.is_empty()).then(|| note.to_owned()),
+            low24_only,
         });
     }
     if rows == 0 && errors.is_empty() {
@@ -375,7 +381,7 @@ fn csv_error(e: &csv::Error) -> RowError {
         csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
         } => format!(
-            "has {len} fields but the header has {expected_len}; check for a missing or extra comma (put text containing commas in double quotes)"
+            "has {len} fields but the header has {expected_len}; check for a missing or extra comma (put text containing commas, such as a DEZ8 card number 134,62532, in double quotes)"
         ),
         _ => format!("not readable as CSV: {e}"),
     };
@@ -396,6 +402,7 @@ mod tests {
         assert!(roster.cards.len() >= 4);
         assert!(roster.cards.iter().any(|c| !c.active));
         assert!(roster.consultants.contains_key("E01"));
+        assert!(roster.cards.iter().any(|c| c.low24_only), "a DEZ8 row");
     }
 
     #[test]
@@ -409,6 +416,30 @@ mod tests {
         assert_eq!(roster.customers["C1"].title, Title::Mr);
         assert!(!roster.cards[1].active);
         assert_eq!(roster.cards[1].note.as_deref(), Some("lost"));
+    }
+
+    /// Each case: the `card` cell as written, the token stored, and whether it was DEZ8.
+    #[test]
+    fn printed_em_numbers_become_em_tokens() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("em:0086f444", "em:0086F444", false),
+            ("0008844356", "em:0086F444", false),
+            ("8844356", "em:0086F444", false), // Excel dropped the leading zeros
+            ("4294967295", "em:FFFFFFFF", false),
+            ("\"134,62532\"", "em:0086F444", true),
+            ("134 62532", "em:0086F444", true),
+            ("\"255,65535\"", "em:00FFFFFF", true),
+        ];
+        for (cell, token, low24_only) in cases {
+            let csv = format!("{HEADER}{cell},C1,张,mr,gold,,,,\n");
+            let roster = parse_csv(csv.as_bytes()).unwrap_or_else(|e| panic!("{cell}: {e:?}"));
+            let card = &roster.cards[0];
+            assert_eq!(
+                (card.token.as_str(), card.low24_only),
+                (*token, *low24_only),
+                "{cell}"
+            );
+        }
     }
 
     /// Each case: file body after the header, then the expected messages.
@@ -441,7 +472,31 @@ mod tests {
             (
                 "04A1B2C3,C1,张,mr,gold,,,,\n",
                 "",
-                &["line 2: card: \"04A1B2C3\" is not a card token"],
+                &[
+                    "line 2: card: \"04A1B2C3\" is not a card token",
+                    "DEZ10 (e.g. 0008844356) or DEZ8 (e.g. 134,62532)",
+                ],
+            ),
+            (
+                "4294967296,C1,张,mr,gold,,,,\n00000000001,C2,王,ms,gold,,,,\n\"256,1\",C3,李,ms,gold,,,,\n\"1,65536\",C4,赵,mr,gold,,,,\n",
+                "",
+                &[
+                    "line 2: card: \"4294967296\": a DEZ10 number is 1 to 10 digits, at most 4294967295",
+                    "line 3: card: \"00000000001\": a DEZ10 number",
+                    "line 4: card: \"256,1\": a DEZ8 number is 0-255, a comma or a space, then 0-65535",
+                    "line 5: card: \"1,65536\": a DEZ8 number",
+                ],
+            ),
+            (
+                // One card in three spellings, and DEZ8 written without quotes.
+                "0008844356,C1,张,mr,gold,,,,\nem:0086F444,C2,王,ms,gold,,,,\n\"134,62532\",C3,李,ms,gold,,,,\n134,62532,C4,赵,mr,gold,,,,\n",
+                "",
+                &[
+                    "line 3: card em:0086F444 is already on line 2",
+                    "line 4: card em:0086F444 is already on line 2",
+                    "line 5: has 10 fields but the header has 9",
+                    "such as a DEZ8 card number 134,62532, in double quotes",
+                ],
             ),
             (
                 "nfc:04A1B2C3,C1,张伟明,mr,gold,,,,\nnfc:04A1B2C4,,王,sir,platinum,lost,E1,,\n",

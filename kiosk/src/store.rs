@@ -20,8 +20,10 @@ use crate::rules::{self, CardFacts, Decision, TapFacts, VisitKind};
 /// The store's file inside `data_dir`.
 pub const DB_FILE: &str = "kiosk.sqlite";
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
+/// The whole schema at `SCHEMA_VERSION`, for a new database. A database written by an
+/// older kiosk is brought here by `MIGRATIONS` instead, so a change here needs one there.
 const SCHEMA: &str = r#"
 -- Which kiosk this database belongs to: seq is per kiosk, so a database must never
 -- change hands (a cloned SD card, an edited kiosk.id) silently.
@@ -54,7 +56,11 @@ CREATE TABLE IF NOT EXISTS cards (
     token       TEXT PRIMARY KEY,
     customer_id TEXT NOT NULL REFERENCES customers (id),
     status      TEXT NOT NULL CHECK (status IN ('active', 'revoked')),
-    note        TEXT
+    note        TEXT,
+    -- 1 when the roster gave the card as DEZ8, which prints only the low 24 bits of an
+    -- EM4100 number: the token is em:00 + those bits, and a tap of any em: card with
+    -- the same low 24 bits matches it unless that card is listed exactly.
+    low24_only  INTEGER NOT NULL DEFAULT 0 CHECK (low24_only IN (0, 1))
 ) STRICT;
 
 -- Every recorded tap: counted customer visits (outcome 'welcome', at most one per
@@ -89,6 +95,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_at   TEXT
 ) STRICT;
 "#;
+
+/// `MIGRATIONS[n - 1]` takes a database from version `n` to `n + 1`, keeping its data.
+/// A migrated database must end up like a new one; the store's tests compare them.
+const MIGRATIONS: &[&str] = &[
+    // 1 → 2: cards given as DEZ8.
+    "ALTER TABLE cards ADD COLUMN low24_only INTEGER NOT NULL DEFAULT 0 CHECK (low24_only IN (0, 1));",
+];
+const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
 
 /// Why the store failed; messages say what to check.
 #[derive(Debug, thiserror::Error)]
@@ -144,7 +158,7 @@ pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
         path: path.clone(),
         source,
     };
-    let conn = Connection::open(&path).map_err(open_err)?;
+    let mut conn = Connection::open(&path).map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(open_err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
@@ -153,22 +167,44 @@ pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
         .map_err(open_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(open_err)?;
-    let version: i64 = conn
+    let mut version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(open_err)?;
+    if version < SCHEMA_VERSION {
+        version = upgrade(&mut conn).map_err(open_err)?;
+    }
     if version > SCHEMA_VERSION {
         return Err(StoreError::TooNew {
             path,
             found: version,
         });
     }
-    if version < SCHEMA_VERSION {
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        ))
-        .map_err(open_err)?;
-    }
     Ok(conn)
+}
+
+/// Creates the schema in a new database or migrates an older one, in one transaction,
+/// and returns the version the database now has.
+///
+/// The version is read again under the write lock: the daemon and a `roster import`
+/// may open an old database at the same moment, and the loser must not run an
+/// `ALTER TABLE` a second time.
+fn upgrade(conn: &mut Connection) -> rusqlite::Result<i64> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(version);
+    }
+    // 0 is a new file: every kiosk so far set a version together with its tables.
+    if version <= 0 {
+        tx.execute_batch(SCHEMA)?;
+    } else {
+        for step in &MIGRATIONS[(version - 1) as usize..] {
+            tx.execute_batch(step)?;
+        }
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(SCHEMA_VERSION)
 }
 
 /// A tap handed to the store.
@@ -227,6 +263,8 @@ pub struct ImportSummary {
     pub consultants: usize,
     pub customers: usize,
     pub cards: usize,
+    /// Of `cards`, those given as DEZ8, known by their low 24 bits only.
+    pub dez8_cards: usize,
 }
 
 /// Counts for the status page.
@@ -307,7 +345,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row = lookup_card(&tx, tap.token.as_str())?;
+        let row = find_card(&tx, &tap.token)?;
         let (today_visit, visited_before) = match &row {
             Some(r) => {
                 let today: Option<String> = tx
@@ -460,14 +498,15 @@ impl Store {
         }
         for card in &roster.cards {
             tx.execute(
-                "INSERT INTO cards (token, customer_id, status, note) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO cards (token, customer_id, status, note, low24_only) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (token) DO UPDATE SET customer_id = excluded.customer_id,
-                     status = excluded.status, note = excluded.note",
+                     status = excluded.status, note = excluded.note, low24_only = excluded.low24_only",
                 params![
                     card.token.as_str(),
                     card.customer_id,
                     if card.active { "active" } else { "revoked" },
-                    card.note
+                    card.note,
+                    card.low24_only
                 ],
             )?;
         }
@@ -476,6 +515,7 @@ impl Store {
             consultants: roster.consultants.len(),
             customers: roster.customers.len(),
             cards: roster.cards.len(),
+            dez8_cards: roster.cards.iter().filter(|c| c.low24_only).count(),
         })
     }
 }
@@ -506,15 +546,34 @@ fn outcome_code(o: wire::Outcome) -> &'static str {
     }
 }
 
-fn lookup_card(conn: &Connection, token: &str) -> Result<Option<CardRow>, rusqlite::Error> {
+/// The roster entry of a tapped card. The exact token comes first. An EM4100 card not
+/// listed exactly may be listed by DEZ8, which lacks the top byte: then its low 24 bits
+/// are looked up among the DEZ8 entries only, so that an exact (DEZ10 or `em:`) entry
+/// always wins and never answers for another card that shares its low 24 bits.
+fn find_card(conn: &Connection, token: &CardToken) -> Result<Option<CardRow>, rusqlite::Error> {
+    if let Some(row) = lookup_card(conn, token.as_str(), false)? {
+        return Ok(Some(row));
+    }
+    match token.em_low24() {
+        // With a zero top byte the exact lookup already was the DEZ8 one.
+        Some(low24) if low24 != *token => lookup_card(conn, low24.as_str(), true),
+        _ => Ok(None),
+    }
+}
+
+fn lookup_card(
+    conn: &Connection,
+    token: &str,
+    dez8_only: bool,
+) -> Result<Option<CardRow>, rusqlite::Error> {
     conn.prepare_cached(
         "SELECT cards.status, cards.note, customers.id, customers.surname, customers.title, customers.tier,
                 consultants.id, consultants.name
          FROM cards JOIN customers ON customers.id = cards.customer_id
          LEFT JOIN consultants ON consultants.id = customers.consultant_id
-         WHERE cards.token = ?1",
+         WHERE cards.token = ?1 AND (?2 = 0 OR cards.low24_only = 1)",
     )?
-    .query_row([token], |r| {
+    .query_row(params![token, dez8_only], |r| {
         Ok(CardRow {
             status: r.get(0)?,
             note: r.get(1)?,
@@ -700,13 +759,16 @@ mod tests {
     use super::*;
     use crate::roster::parse_csv;
 
-    fn store(dir: &Path) -> Store {
-        let identity = Identity {
+    fn identity() -> Identity {
+        Identity {
             kiosk_id: "k1".into(),
             office_id: "o1".into(),
             time_zone: jiff::tz::TimeZone::get("Asia/Shanghai").expect("tz"),
-        };
-        let mut s = Store::open(dir, identity).expect("open");
+        }
+    }
+
+    fn store(dir: &Path) -> Store {
+        let mut s = Store::open(dir, identity()).expect("open");
         let roster = parse_csv(
             b"card,customer_id,surname,title,tier\nnfc:04A1B2C3,C1,\xE5\xBC\xA0,mr,gold\n",
         )
@@ -816,5 +878,150 @@ mod tests {
         drop(conn);
         let err = open(dir.path()).expect_err("newer schema");
         assert!(err.to_string().contains("newer than this kiosk"), "{err}");
+    }
+
+    fn import(s: &mut Store, rows: &str) -> ImportSummary {
+        let csv = format!("card,customer_id,surname,title,tier\n{rows}");
+        let roster = parse_csv(csv.as_bytes()).expect("roster");
+        s.import_roster(&roster).expect("import")
+    }
+
+    /// DEZ8 prints 24 bits, so a DEZ8 entry answers for every em: card with those low 24
+    /// bits, unless the card is listed exactly; the visit keeps the card as read.
+    #[test]
+    fn dez8_entries_match_by_the_low_24_bits_and_exact_entries_win() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut s = store(dir.path());
+        let summary = import(
+            &mut s,
+            "0310834244,C2,王,ms,gold\n\"134,62532\",C3,李,ms,gold\nem:0000BEEF,C4,赵,mr,gold\n001 00001,C5,钱,mr,gold\n",
+        );
+        assert_eq!((summary.cards, summary.dez8_cards), (4, 2));
+        let cases: &[(&str, Option<&str>)] = &[
+            // DEZ10 of em:1286F444: exact, although the DEZ8 entry shares its low 24 bits.
+            ("em:1286F444", Some("C2")),
+            // Not listed exactly: the DEZ8 entry 134,62532 = 0x86F444.
+            ("em:5586F444", Some("C3")),
+            // em:0000BEEF is an exact entry, not DEZ8: it answers for itself only.
+            ("em:0100BEEF", None),
+            // A zero top byte is the DEZ8 entry's own token.
+            ("em:00010001", Some("C5")),
+            ("em:0000BEEF", Some("C4")),
+            ("em:00123456", None),
+        ];
+        for (i, (token, customer)) in cases.iter().enumerate() {
+            let at = format!("2026-11-22T0{i}:00:00Z");
+            let rec = tap(&mut s, token, &at);
+            let got = rec.visit.customer.as_ref().map(|c| c.id.as_str());
+            assert_eq!(got, *customer, "{token}");
+            assert_eq!(rec.visit.card.as_deref(), Some(*token), "{token}");
+        }
+        let stored: String = s
+            .conn
+            .query_row(
+                "SELECT body FROM outbox JOIN visits USING (seq) WHERE visits.customer_id = 'C3'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("C3's visit");
+        assert!(stored.contains(r#""card":"em:5586F444""#), "{stored}");
+
+        // Given again exactly (em:), the card is no longer a DEZ8 entry: its low 24
+        // bits stop answering for other cards.
+        let summary = import(&mut s, "em:0086F444,C3,李,ms,gold\n");
+        assert_eq!(summary.dez8_cards, 0);
+        let rec = tap(&mut s, "em:7786F444", "2026-11-23T01:00:00Z");
+        assert_eq!(rec.decision, Decision::Unknown);
+    }
+
+    /// Every table's columns and every index, to compare a migrated database with a new one.
+    fn shape(conn: &Connection) -> Vec<String> {
+        let mut names: Vec<(String, String)> = conn
+            .prepare("SELECT type, name FROM sqlite_master ORDER BY type, name")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        let mut shape = Vec::new();
+        for (kind, name) in names.drain(..) {
+            shape.push(format!("{kind} {name}"));
+            if kind == "table" {
+                let columns: Vec<String> = conn
+                    .prepare(
+                        "SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?1)",
+                    )
+                    .expect("prepare")
+                    .query_map([&name], |r| {
+                        Ok(format!(
+                            "  {} {} notnull={} default={:?} pk={}",
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                            r.get::<_, i64>(4)?
+                        ))
+                    })
+                    .expect("query")
+                    .collect::<Result<_, _>>()
+                    .expect("rows");
+                shape.extend(columns);
+            }
+        }
+        shape
+    }
+
+    /// A database written by a version-1 kiosk opens with all its data, and then holds
+    /// DEZ8 cards like a new one.
+    #[test]
+    fn a_version_1_database_is_migrated_with_its_data() {
+        let dir = tempfile::tempdir().expect("dir");
+        let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+        conn.execute_batch(include_str!("../testdata/schema-v1.sql"))
+            .expect("v1 schema");
+        conn.execute_batch(
+            "PRAGMA user_version = 1;
+             INSERT INTO meta (key, value) VALUES ('kiosk_id', 'k1'), ('office_id', 'o1');
+             INSERT INTO customers (id, surname, title, tier) VALUES ('C1', '张', 'mr', 'gold');
+             INSERT INTO cards (token, customer_id, status) VALUES ('nfc:04A1B2C3', 'C1', 'active');
+             INSERT INTO visits (id, seq, source, method, card, customer_id, outcome, kind,
+                                 office_day, device_time, recorded_at)
+                 VALUES ('0192f0c4-0000-7000-8000-000000000001', 1, 'r', 'nfc', 'nfc:04A1B2C3', 'C1',
+                         'welcome', 'first', '2026-11-22', '2026-11-22T02:00:00Z', '2026-11-22T02:00:00Z');
+             INSERT INTO outbox (seq, record_id, kind, body)
+                 VALUES (1, '0192f0c4-0000-7000-8000-000000000001', 'visit', '{}');
+             UPDATE counters SET value = 1 WHERE name = 'outbox_seq';",
+        )
+        .expect("v1 data");
+        drop(conn);
+
+        let mut s = Store::open(dir.path(), identity()).expect("open a v1 database");
+        let version: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        // The old card and visit are there: a tap the same day is a repeat of visit 1,
+        // the next day's is a revisit that continues seq.
+        let rec = tap(&mut s, "nfc:04A1B2C3", "2026-11-22T05:00:00Z");
+        assert_eq!((rec.decision, rec.visit.seq), (Decision::Repeat, 1));
+        let rec = tap(&mut s, "nfc:04A1B2C3", "2026-11-23T05:00:00Z");
+        assert_eq!(
+            (rec.decision, rec.visit.seq),
+            (Decision::Welcome(VisitKind::Revisit), 2)
+        );
+        // The new column works on the old table.
+        assert_eq!(
+            import(&mut s, "\"134,62532\",C2,王,ms,gold\n").dez8_cards,
+            1
+        );
+        let rec = tap(&mut s, "em:5586F444", "2026-11-23T06:00:00Z");
+        assert_eq!(rec.visit.customer.map(|c| c.id).as_deref(), Some("C2"));
+
+        let fresh = tempfile::tempdir().expect("dir");
+        assert_eq!(shape(&s.conn), shape(&open(fresh.path()).expect("new")));
+        // Opening again finds nothing to do.
+        drop(s);
+        Store::open(dir.path(), identity()).expect("open again");
     }
 }
