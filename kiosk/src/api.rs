@@ -130,7 +130,6 @@ impl Board {
     pub fn set_present(&self, name: &str, present: bool) -> ReaderStatus {
         self.with(|b| {
             let r = Board::reader(b, name);
-            r.connected = true;
             r.card_present = present;
             r.clone()
         })

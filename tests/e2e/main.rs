@@ -1,11 +1,13 @@
 //! End-to-end tests through the real `kiosk` binary, a real pcscd with vpcd virtual readers, real HTTP and SQLite.
 
+mod serial;
+
 use std::time::Duration;
 
 use kiosk_tests::kiosk::KioskDir;
 use kiosk_tests::pcscd::{ReaderGuard, claim_reader};
 use kiosk_tests::sse::{SseClient, SseEvent};
-use kiosk_tests::vpcd::VirtualCard;
+use kiosk_tests::vpcd::{Behaviour, VirtualCard};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -35,8 +37,19 @@ struct Setup {
 }
 
 async fn setup(cooldown: &str) -> Setup {
+    setup_with(cooldown, "none").await
+}
+
+/// `setup` with the reader's `feedback` setting.
+async fn setup_with(cooldown: &str, feedback: &str) -> Setup {
     let reader = claim_reader();
-    let dir = KioskDir::with_reader(BIN, &reader.name, cooldown);
+    let dir = KioskDir::new(
+        BIN,
+        &format!(
+            "[[reader]]\nkind = \"pcsc\"\nname = \"{}\"\nfeedback = \"{feedback}\"\n\n[reception]\nsame_card_cooldown = \"{cooldown}\"\n",
+            reader.name
+        ),
+    );
     let out = dir.import(ROSTER);
     assert!(
         out.status.success(),
@@ -65,6 +78,16 @@ impl Setup {
         let card = VirtualCard::insert(self.reader.port, uid).expect("insert virtual card");
         let greeting = self.events.wait_for("greeting", WAIT, |_| true).await;
         (card, greeting)
+    }
+
+    /// Waits until the kiosk reports a card on the reader as handled (read, or not).
+    async fn handled(&mut self) {
+        let name = self.reader.name.clone();
+        self.events
+            .wait_for("reader", WAIT, |d| {
+                d["reader"] == name.as_str() && d["card_present"] == true
+            })
+            .await;
     }
 
     /// Takes the card off and waits until the kiosk has seen it go.
@@ -131,6 +154,7 @@ async fn a_member_tap_greets_and_is_stored_with_status() {
         .cloned()
         .unwrap_or_else(|| panic!("reader missing from status: {status}"));
     assert_eq!(reader["connected"], true);
+    assert_eq!(reader["kind"], "pcsc");
     assert!(reader["last_tap"].is_string(), "{reader}");
     assert_eq!(status["outbox_backlog"], 1);
     assert_eq!(status["visits_today"], 1);
@@ -348,4 +372,78 @@ async fn a_bad_roster_file_imports_nothing() {
         status["roster_cards"], 3,
         "the good row of the bad file was not stored either"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_that_cannot_be_read_makes_no_event_and_the_next_tap_works() {
+    let mut s = setup("0s").await;
+    // A card whose UID read fails is seen on the reader (presence) but is no visit.
+    // (A card vanishing mid-APDU cannot be staged here: vpcd then keeps reporting the
+    // card present, so the failed-read path is driven by an error status instead.)
+    let card = VirtualCard::insert_with(s.reader.port, &UNKNOWN, Behaviour::NoUid).expect("insert");
+    s.handled().await;
+    s.remove(card).await;
+    let (card, next) = s.tap(&ZHANG).await;
+    assert_eq!(
+        next.data["member"]["name_zh"], "张先生",
+        "the first greeting: {}",
+        next.raw
+    );
+    assert!(
+        !card
+            .apdus()
+            .iter()
+            .any(|a| a.starts_with(&[0xFF, 0x00, 0x40])),
+        "feedback is off by default"
+    );
+    let visits = s.visits().await;
+    assert_eq!(visits.len(), 1, "{visits:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acr122u_feedback_lights_green_or_red_and_a_refusing_reader_is_not_asked_again() {
+    const LED: [u8; 3] = [0xFF, 0x00, 0x40];
+    let led_commands = |card: &VirtualCard| -> Vec<Vec<u8>> {
+        card.apdus()
+            .into_iter()
+            .filter(|a| a.starts_with(&LED))
+            .collect()
+    };
+    let mut s = setup_with("0s", "acr122u").await;
+
+    let card = VirtualCard::insert_with(s.reader.port, &ZHANG, Behaviour::Acr122u).expect("insert");
+    let g = s.events.wait_for("greeting", WAIT, |_| true).await;
+    assert_eq!(g.data["outcome"], "welcome");
+    s.handled().await;
+    assert_eq!(
+        led_commands(&card),
+        [kiosk_device::pcsc::LED_WELCOME.to_vec()]
+    );
+    s.remove(card).await;
+
+    let card =
+        VirtualCard::insert_with(s.reader.port, &UNKNOWN, Behaviour::Acr122u).expect("insert");
+    let g = s.events.wait_for("greeting", WAIT, |_| true).await;
+    assert_eq!(g.data["outcome"], "unknown");
+    s.handled().await;
+    assert_eq!(
+        led_commands(&card),
+        [kiosk_device::pcsc::LED_REFUSED.to_vec()]
+    );
+    s.remove(card).await;
+
+    // A reader that answers 6D 00 (no such command) is asked once...
+    let card = VirtualCard::insert_with(s.reader.port, &WANG, Behaviour::Plain).expect("insert");
+    s.events.wait_for("greeting", WAIT, |_| true).await;
+    s.handled().await;
+    assert_eq!(led_commands(&card).len(), 1);
+    s.remove(card).await;
+
+    // ...and never again, even for a card that would take it.
+    let card =
+        VirtualCard::insert_with(s.reader.port, &REVOKED, Behaviour::Acr122u).expect("insert");
+    let g = s.events.wait_for("greeting", WAIT, |_| true).await;
+    assert_eq!(g.data["outcome"], "denied");
+    s.handled().await;
+    assert_eq!(led_commands(&card), Vec::<Vec<u8>>::new());
 }

@@ -223,32 +223,7 @@ fn wiegand26(frame: u32) -> Result<CardToken, String> {
 mod tests {
     use super::*;
 
-    /// An RDM6300 frame for `version` and `number`, with a correct checksum.
-    fn frame(version: u8, number: u32) -> Vec<u8> {
-        let mut bytes = vec![version];
-        bytes.extend_from_slice(&number.to_be_bytes());
-        let xor = bytes.iter().fold(0, |acc, b| acc ^ b);
-        bytes.push(xor);
-        let mut out = vec![STX];
-        for b in bytes {
-            out.extend_from_slice(format!("{b:02X}").as_bytes());
-        }
-        out.push(ETX);
-        out
-    }
-
-    /// A Wiegand-26 frame with correct parity bits.
-    fn wg(facility: u8, number: u16) -> u32 {
-        let data = u32::from(facility) << 16 | u32::from(number);
-        let mut frame = data << 1;
-        if (data >> 12).count_ones() % 2 == 1 {
-            frame |= 1 << 25;
-        }
-        if (data & 0xFFF).count_ones() % 2 == 0 {
-            frame |= 1;
-        }
-        frame
-    }
+    use kiosk_tests::serial::{rdm6300_frame as frame, wiegand26 as wg};
 
     /// A name, chunks of bytes each with its time in ms, and what they should yield.
     type Case = (&'static str, Vec<(u64, Vec<u8>)>, Vec<&'static str>);
