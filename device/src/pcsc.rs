@@ -97,8 +97,11 @@ struct Backend {
     memory: HashMap<String, Memory>,
 }
 
+/// Re-establish backoff. A failed establish is one refused connect on pcscd's local
+/// socket, so a low cap costs nothing and bounds the gap after a pcscd restart (a
+/// package upgrade) to about 2 s.
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 fn send(tx: &mpsc::Sender<DeviceEvent>, event: DeviceEvent) -> Result<(), Closed> {
     tx.blocking_send(event).map_err(|_| Closed)

@@ -4,4 +4,5 @@ pub mod kiosk;
 pub mod pcscd;
 pub mod serial;
 pub mod sse;
+pub mod stats;
 pub mod vpcd;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use kiosk_tests::kiosk::KioskDir;
 use kiosk_tests::pcscd::claim_reader;
 use kiosk_tests::sse::SseClient;
+use kiosk_tests::stats::report;
 use kiosk_tests::vpcd::VirtualCard;
 
 const ROSTER: &str = "card,customer_id,surname,title,tier\nnfc:04A1B2C3D4E5F6,C0001,张,mr,gold\n";
@@ -107,26 +108,4 @@ async fn run(bin: PathBuf, taps: usize) {
         "UID read -> greeting published, visit committed (daemon share)",
         &mut share,
     );
-}
-
-fn report(what: &str, samples: &mut [Duration]) {
-    if samples.is_empty() {
-        println!("{what}: no samples");
-        return;
-    }
-    samples.sort();
-    let pct =
-        |p: f64| samples[((samples.len() as f64 * p).ceil() as usize).clamp(1, samples.len()) - 1];
-    println!(
-        "{what}: median {:.2} ms, p99 {:.2} ms, min {:.2} ms, max {:.2} ms (n = {})",
-        ms(pct(0.5)),
-        ms(pct(0.99)),
-        ms(samples[0]),
-        ms(samples[samples.len() - 1]),
-        samples.len()
-    );
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
