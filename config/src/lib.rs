@@ -408,7 +408,13 @@ fn parse_serial_reader(
     p: &mut Problems,
 ) -> Option<SerialReader> {
     let path = s.required_str("path", p).and_then(|v| {
-        if v.trim().is_empty() {
+        if v.chars().any(char::is_control) {
+            p.push(
+                s.key("path"),
+                "contains a control character; write the device path, e.g. \"/dev/serial/by-id/…\"",
+            );
+            None
+        } else if v.trim().is_empty() {
             p.push(
                 s.key("path"),
                 "is empty; write the device, e.g. \"/dev/serial/by-id/usb-1a86_USB_Serial-if00-port0\"",
@@ -420,13 +426,12 @@ fn parse_serial_reader(
         }
     });
     let name = s.optional_str("name", p).map(str::to_owned);
-    if name
-        .as_ref()
-        .is_some_and(|n| n.trim().is_empty() || n.chars().count() > 64)
-    {
+    if name.as_ref().is_some_and(|n| {
+        n.trim().is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control)
+    }) {
         p.push(
             s.key("name"),
-            "must be 1 to 64 characters, e.g. \"front-desk-rfid\"",
+            "must be 1 to 64 printable characters, e.g. \"front-desk-rfid\"",
         );
     }
     let protocol = s.required_str("protocol", p).and_then(|v| {
@@ -886,6 +891,13 @@ same_card_cooldown = "5s"
                     "reader[0].stop_bits: 3 is outside 1 to 2",
                     "reader[0].presence_timeout: \"10ms\" is outside 50ms to 10s",
                     "reader[2].feedback: unknown feedback \"blink\"",
+                ],
+            ),
+            (
+                "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[[reader]]\nkind='serial'\nname=\"a\\u0000b\"\npath='/dev/ttyUSB0'\nprotocol='line'\n[[reader]]\nkind='serial'\npath=\"/dev/tty\\u0000\"\nprotocol='line'\n",
+                &[
+                    "reader[0].name: must be 1 to 64 printable characters",
+                    "reader[1].path: contains a control character",
                 ],
             ),
             (

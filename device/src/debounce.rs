@@ -66,6 +66,16 @@ impl Debounce {
         }
     }
 
+    /// The reader went away (pcscd restart, serial unplug) with the card on it. Whether
+    /// the card is still there is unknown, so it stays present: if the reader comes back
+    /// with it, that is no new tap. The caller calls `on_removed` if the reader comes
+    /// back empty, and a repeating reader's presence timeout restarts from `now`.
+    pub fn on_reader_lost(&mut self, now: Instant) {
+        if let Some(p) = &mut self.present {
+            p.last_seen = now;
+        }
+    }
+
     /// For readers that only repeat frames: the present card has left when nothing was
     /// read for `timeout`. Returns true when it left now. The cooldown runs from its
     /// last frame, when it really left.
@@ -214,6 +224,24 @@ mod tests {
             }
             assert_eq!(&got, expected, "case {name}");
         }
+    }
+
+    #[test]
+    fn a_card_held_through_a_reader_outage_is_one_tap() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let a = CardToken::nfc(&[4, 1, 2, 3]);
+        let mut c = Debounce::new(Duration::ZERO);
+        assert!(c.on_card(&a, at(0)));
+        // Gone for 10 s, far beyond the cooldown; back with the same card on it.
+        c.on_reader_lost(at(100));
+        assert!(!c.on_card(&a, at(10_100)));
+        // A repeating reader back without frames: the card left, after the timeout
+        // counted from the reader's return.
+        c.on_reader_lost(at(20_000));
+        assert!(!c.expire(at(20_299), PRESENCE));
+        assert!(c.expire(at(20_300), PRESENCE));
+        assert!(c.on_card(&a, at(20_400)));
     }
 
     #[test]

@@ -162,7 +162,7 @@ impl Backend {
             let outcome = self.watch(&ctx, &mut slots);
             self.stop.set_waker(None);
             for slot in slots {
-                if self.forget_presence(&slot).is_err() {
+                if self.forget_presence(&slot, false).is_err() {
                     return;
                 }
                 let gone = reader_update(slot.name, false, Some("pcscd went away".into()));
@@ -190,13 +190,19 @@ impl Backend {
         }
     }
 
-    /// A slot that goes away with its card on it: the card has left, and its cooldown
-    /// starts now (the memory outlives the slot).
-    fn forget_presence(&mut self, slot: &Slot) -> Result<(), Closed> {
-        if slot.present {
-            if let Some(m) = self.memory.get_mut(&slot.name) {
+    /// A slot whose card is no longer seen. `left`: the reader reported it gone, so its
+    /// cooldown starts now. Otherwise the reader itself went away (pcscd restart,
+    /// unplug) and the card may still be on it: the memory keeps it present, so reading
+    /// it again when the reader is back is no second tap.
+    fn forget_presence(&mut self, slot: &Slot, left: bool) -> Result<(), Closed> {
+        if let Some(m) = self.memory.get_mut(&slot.name) {
+            if left {
                 m.debounce.on_removed(Instant::now());
+            } else {
+                m.debounce.on_reader_lost(Instant::now());
             }
+        }
+        if slot.present {
             self.send(DeviceEvent::Presence {
                 reader: slot.name.clone(),
                 present: false,
@@ -265,8 +271,13 @@ impl Backend {
                 let swapped = present && slot.present && count != slot.event_count;
                 slot.event_count = count;
                 if slot.present && (!present || swapped) {
-                    self.forget_presence(slot)?;
+                    self.forget_presence(slot, true)?;
                     slot.present = false;
+                } else if !present {
+                    // A reader back from an outage without the card that was on it.
+                    if let Some(m) = self.memory.get_mut(&slot.name) {
+                        m.debounce.on_removed(Instant::now());
+                    }
                 }
                 if present && !slot.present {
                     slot.present = true;
@@ -376,7 +387,7 @@ impl Backend {
                 let slot = slots.remove(i);
                 states.remove(i + 1);
                 tracing::info!(reader = %slot.name, "reader removed");
-                self.forget_presence(&slot)?;
+                self.forget_presence(&slot, false)?;
                 self.send(reader_update(slot.name, false, Some("unplugged".into())))?;
             }
         }

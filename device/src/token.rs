@@ -113,7 +113,7 @@ impl CardToken {
             "qr" => {
                 let payload = rest.trim();
                 if payload.is_empty()
-                    || payload.len() > MAX_QR_LEN
+                    || payload.chars().count() > MAX_QR_LEN
                     || payload.chars().any(char::is_control)
                 {
                     Err(TokenError(format!(

@@ -469,7 +469,12 @@ async fn status(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, Ap
             problems.push(svc.detail.clone());
         }
     }
-    for r in readers.iter().filter(|r| !r.connected) {
+    // Serial readers are configured one by one, so each missing one is a problem; PC/SC
+    // readers are matched by pattern and judged together below.
+    for r in readers
+        .iter()
+        .filter(|r| !r.connected && r.kind == ReaderKind::Serial.as_str())
+    {
         if let Some(problem) = &r.problem {
             problems.push(format!("reader {}: {problem}", r.name));
         }

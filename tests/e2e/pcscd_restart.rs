@@ -43,6 +43,8 @@ async fn the_kiosk_starts_without_pcscd_and_recovers_when_it_comes_back() {
     let card = VirtualCard::insert(port, &UID).expect("insert");
     let g = events.wait_for("greeting", WAIT, |_| true).await;
     assert_eq!(g.data["member"]["name_zh"], "张先生", "{}", g.raw);
+    // Off the reader before pcscd stops: pcscd reports a card on a vpcd reader as
+    // removed while it shuts down, so a card held through a restart cannot be staged.
     card.remove();
 
     // pcscd goes away under the running daemon: the reader shows disconnected...

@@ -73,6 +73,31 @@ impl SseClient {
     }
 }
 
+impl SseClient {
+    /// Waits for the next event named `name` that satisfies `pred`, and panics if an
+    /// event named `forbidden` comes first: "this happened, and that did not".
+    pub async fn wait_for_without(
+        &mut self,
+        name: &str,
+        forbidden: &str,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> SseEvent {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Some(ev) if ev.name == forbidden => {
+                    panic!("unexpected {forbidden:?} event before {name:?}: {}", ev.raw)
+                }
+                Some(ev) if ev.name == name && pred(&ev.data) => return ev,
+                Some(_) => continue,
+                None => panic!("no matching {name:?} event within {limit:?}"),
+            }
+        }
+    }
+}
+
 fn parse_block(block: &str) -> Option<SseEvent> {
     let mut name = String::from("message");
     let mut data = String::new();

@@ -32,7 +32,9 @@ const ETX: u8 = 0x03;
 const RDM6300_FRAME: usize = 14;
 /// A frame takes about 15 ms at 9600 baud; a partial frame that saw no byte for this
 /// long was cut off (tag pulled away mid-frame) and must not be glued to later bytes.
-const RDM6300_GAP: Duration = Duration::from_millis(250);
+/// Generous, because the gap is measured when the thread reads, and STX resyncs the
+/// common case (the next frame) anyway.
+const RDM6300_GAP: Duration = Duration::from_secs(1);
 /// A line that never ends is a scanner configured without a CR/LF suffix.
 const LINE_GAP: Duration = Duration::from_secs(2);
 /// Longest line kept, in bytes: a QR payload of `MAX_QR_LEN` characters in UTF-8.
@@ -65,14 +67,18 @@ impl Decoder {
             _ => LINE_GAP,
         };
         if let Some(last) = self.last_byte {
-            if !self.buf.is_empty() && now.saturating_duration_since(last) >= gap {
-                out.push(Decoded::Dropped(match self.protocol {
-                    SerialProtocol::Rdm6300 => {
-                        format!("partial frame of {} bytes cut off", self.buf.len())
-                    }
-                    _ => "a read without CR or LF at its end; set the scanner to end each read with CR or LF".to_owned(),
-                }));
+            if now.saturating_duration_since(last) >= gap {
+                if !self.buf.is_empty() {
+                    out.push(Decoded::Dropped(match self.protocol {
+                        SerialProtocol::Rdm6300 => {
+                            format!("partial frame of {} bytes cut off", self.buf.len())
+                        }
+                        _ => "a read without CR or LF at its end; set the scanner to end each read with CR or LF".to_owned(),
+                    }));
+                }
                 self.buf.clear();
+                // An over-long read that never ended must not swallow the next one.
+                self.skipping = false;
             }
         }
         if !bytes.is_empty() {
@@ -305,8 +311,8 @@ mod tests {
                 "partial frame after a gap is dropped, not glued",
                 vec![
                     (0, a[..7].to_vec()),
-                    (400, a[7..].to_vec()),
-                    (450, a.clone()),
+                    (1_200, a[7..].to_vec()),
+                    (1_250, a.clone()),
                 ],
                 vec!["dropped: partial frame of 7 bytes cut off", "em:0086F444"],
             ),
@@ -381,6 +387,16 @@ mod tests {
                 "no terminator, then a gap",
                 vec![(0, b"ABC".to_vec()), (3_000, b"DEF\n".to_vec())],
                 vec!["dropped: a read without CR or LF", "qr:DEF"],
+            ),
+            (
+                "an over-long read without terminator does not swallow the next",
+                vec![(0, long.clone().into_bytes()), (3_000, b"OK\n".to_vec())],
+                vec!["dropped: a read longer than", "qr:OK"],
+            ),
+            (
+                "256 Chinese characters fit",
+                vec![(0, format!("{}\n", "码".repeat(256)).into_bytes())],
+                vec!["qr:码码"],
             ),
         ];
         for (name, chunks, expected) in cases {

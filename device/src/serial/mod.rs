@@ -4,7 +4,7 @@
 //! `IDLE_TICK`), so it notices a stop within that time and costs nothing while idle.
 //! A port that fails (unplugged: `read` returns 0 or an error) is closed and reopened
 //! with backoff; the debounce memory outlives the port, so a tag held through a replug
-//! is not a second tap.
+//! is not a second tap, however long the port was gone.
 
 pub mod decode;
 
@@ -53,6 +53,7 @@ pub fn spawn(
             stop,
             debounce,
             decoder,
+            shown_present: false,
         }
         .run();
     })
@@ -73,6 +74,8 @@ struct Backend {
     stop: Arc<Stop>,
     debounce: Debounce,
     decoder: Decoder,
+    /// Whether the status shows a tag on the reader.
+    shown_present: bool,
 }
 
 impl Backend {
@@ -133,9 +136,11 @@ impl Backend {
                 }
                 last_problem = Some(problem.clone());
             }
-            // The tag (if any) is gone with the port; its cooldown still holds.
-            if self.debounce.is_present() {
-                self.debounce.on_removed(Instant::now());
+            // A tag in the field may still be there when the port is back: it stays
+            // present in the debounce (no second tap), but the status no longer shows it.
+            self.debounce.on_reader_lost(Instant::now());
+            if self.shown_present {
+                self.shown_present = false;
                 self.send(self.presence(false))?;
             }
             self.send(self.update(false, Some(problem), attempts))?;
@@ -156,8 +161,10 @@ impl Backend {
         let timeout = self.options.reader.presence_timeout;
         let mut buf = [0u8; 512];
         let mut decoded = Vec::new();
-        // A frame half-read before an unplug must not be completed by the new port.
+        // A frame half-read before an unplug must not be completed by the new port, and
+        // a tag held through the unplug gets a full presence timeout to show up again.
         self.decoder = Decoder::new(self.options.reader.protocol);
+        self.debounce.on_reader_lost(Instant::now());
         loop {
             if self.stop.stopped() {
                 return Ok(Ended::Stopped);
@@ -190,7 +197,8 @@ impl Backend {
                     ) => {}
                 Err(e) => return Ok(Ended::Lost(format!("reading failed: {e} (unplugged?)"))),
             }
-            if self.debounce.expire(Instant::now(), timeout) {
+            if self.debounce.expire(Instant::now(), timeout) && self.shown_present {
+                self.shown_present = false;
                 self.send(self.presence(false))?;
             }
         }
@@ -199,7 +207,9 @@ impl Backend {
     fn on_read(&mut self, read: decode::Read) -> Result<(), Closed> {
         let read_at = Instant::now();
         let arrived = self.debounce.present_token() != Some(&read.token);
-        if arrived && self.debounce.is_present() {
+        if arrived && self.shown_present {
+            // Another tag's frames: the previous one has left.
+            self.shown_present = false;
             self.send(self.presence(false))?;
         }
         if self.debounce.on_card(&read.token, read_at) {
@@ -215,8 +225,9 @@ impl Backend {
         } else if arrived {
             tracing::debug!(reader = %self.options.reader.name, card = %read.token, "same card inside cooldown; no event");
         }
-        if arrived {
+        if !self.shown_present {
             // After the read, as for PC/SC: whoever sees this knows the tag was handled.
+            self.shown_present = true;
             self.send(self.presence(true))?;
         }
         Ok(())
@@ -268,7 +279,8 @@ fn explain_open_error(path: &std::path::Path, e: &serialport::Error) -> String {
 }
 
 /// Serial ports present now, for `kiosk readers`: stable `/dev/serial/by-id` names
-/// first (what a config should use), then the kernel's USB serial devices.
+/// first (what a config should use), then USB serial devices and Raspberry Pi UARTs
+/// (`ttyS*` are left out: a PC lists dozens whether or not anything is wired).
 pub fn list_ports() -> Vec<PathBuf> {
     let mut ports: Vec<PathBuf> = std::fs::read_dir("/dev/serial/by-id")
         .map(|dir| dir.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -280,7 +292,12 @@ pub fn list_ports() -> Vec<PathBuf> {
                 .filter(|e| {
                     let name = e.file_name();
                     let name = name.to_string_lossy();
-                    name.starts_with("ttyUSB") || name.starts_with("ttyACM")
+                    // USB adapters, and the UART a module wired to a Raspberry Pi uses.
+                    name.starts_with("ttyUSB")
+                        || name.starts_with("ttyACM")
+                        || name.starts_with("ttyAMA")
+                        || name == "serial0"
+                        || name == "serial1"
                 })
                 .map(|e| e.path())
                 .collect()
