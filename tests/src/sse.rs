@@ -61,21 +61,11 @@ impl SseClient {
         limit: Duration,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> SseEvent {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.next(left).await {
-                Some(ev) if ev.name == name && pred(&ev.data) => return ev,
-                Some(_) => continue,
-                None => panic!("no matching {name:?} event within {limit:?}"),
-            }
-        }
+        self.wait(name, None, limit, pred).await
     }
-}
 
-impl SseClient {
-    /// Waits for the next event named `name` that satisfies `pred`, and panics if an
-    /// event named `forbidden` comes first: "this happened, and that did not".
+    /// Like `wait_for`, but panics if an event named `forbidden` comes first: "this
+    /// happened, and that did not".
     pub async fn wait_for_without(
         &mut self,
         name: &str,
@@ -83,12 +73,22 @@ impl SseClient {
         limit: Duration,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> SseEvent {
+        self.wait(name, Some(forbidden), limit, pred).await
+    }
+
+    async fn wait(
+        &mut self,
+        name: &str,
+        forbidden: Option<&str>,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> SseEvent {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.next(left).await {
-                Some(ev) if ev.name == forbidden => {
-                    panic!("unexpected {forbidden:?} event before {name:?}: {}", ev.raw)
+                Some(ev) if Some(ev.name.as_str()) == forbidden => {
+                    panic!("unexpected {:?} event before {name:?}: {}", ev.name, ev.raw)
                 }
                 Some(ev) if ev.name == name && pred(&ev.data) => return ev,
                 Some(_) => continue,

@@ -4,42 +4,20 @@
 //! The pcscd part stops and starts the machine's pcscd (skipped where systemd
 //! socket-activates it); run it on a machine where nothing else uses pcscd.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use kiosk_tests::kiosk::{KioskDir, Running};
 use kiosk_tests::pcscd::{READERS, ensure_pcscd, start_pcscd, stop_pcscd};
 use kiosk_tests::serial::{PtyReader, rdm6300_frame};
 use kiosk_tests::sse::SseClient;
-use kiosk_tests::stats::report;
+use kiosk_tests::stats::{bench_args, report};
 use kiosk_tests::vpcd::VirtualCard;
 
 const WAIT: Duration = Duration::from_secs(30);
 const UID: [u8; 7] = [0x04, 0xA1, 0xB2, 0xC3, 0xD4, 0xE5, 0xF6];
 
 fn main() {
-    let mut rounds = 10usize;
-    let mut bin = PathBuf::from("target/release/kiosk");
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--rounds" => {
-                rounds = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            "--kiosk" => bin = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
-            _ => usage(),
-        }
-    }
-    if !bin.exists() {
-        eprintln!(
-            "{} not found; build it first: cargo build --release -p kiosk",
-            bin.display()
-        );
-        std::process::exit(2);
-    }
+    let (rounds, bin) = bench_args("reader-recovery", "--rounds", 10);
     let bin = bin.to_str().expect("utf-8 path").to_owned();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -47,11 +25,6 @@ fn main() {
         .expect("runtime");
     runtime.block_on(serial(&bin, rounds));
     runtime.block_on(pcscd(&bin, rounds));
-}
-
-fn usage() -> ! {
-    eprintln!("usage: reader-recovery [--rounds N] [--kiosk PATH]");
-    std::process::exit(2);
 }
 
 /// The kiosk process's CPU time so far, summed over its threads (schedstat: ns on CPU).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use kiosk_tests::kiosk::KioskDir;
 use kiosk_tests::pcscd::claim_reader;
 use kiosk_tests::sse::SseClient;
-use kiosk_tests::stats::report;
+use kiosk_tests::stats::{bench_args, report};
 use kiosk_tests::vpcd::VirtualCard;
 
 const ROSTER: &str = "card,customer_id,surname,title,tier\nnfc:04A1B2C3D4E5F6,C0001,张,mr,gold\n";
@@ -18,38 +18,12 @@ const UID: [u8; 7] = [0x04, 0xA1, 0xB2, 0xC3, 0xD4, 0xE5, 0xF6];
 const WAIT: Duration = Duration::from_secs(20);
 
 fn main() {
-    let mut taps = 100usize;
-    let mut bin = PathBuf::from("target/release/kiosk");
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--taps" => {
-                taps = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| usage())
-            }
-            "--kiosk" => bin = args.next().map(PathBuf::from).unwrap_or_else(|| usage()),
-            _ => usage(),
-        }
-    }
-    if !bin.exists() {
-        eprintln!(
-            "{} not found; build it first: cargo build --release -p kiosk",
-            bin.display()
-        );
-        std::process::exit(2);
-    }
+    let (taps, bin) = bench_args("tap-latency", "--taps", 100);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(run(bin, taps));
-}
-
-fn usage() -> ! {
-    eprintln!("usage: tap-latency [--taps N] [--kiosk PATH]");
-    std::process::exit(2);
 }
 
 async fn run(bin: PathBuf, taps: usize) {
