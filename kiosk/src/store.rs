@@ -419,6 +419,7 @@ impl Store {
             stand_in: false,
             device_time: tap.device_time,
             recorded_at: jiff::Timestamp::now(),
+            office_day: Some(office_day.clone()),
         };
         let outcome_str = outcome_code(outcome);
         tx.execute(

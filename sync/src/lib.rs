@@ -1,3 +1,7 @@
-//! Both ends of the kiosk–hub sync protocol. So far: the versioned wire types the kiosk's outbox stores.
+//! Both ends of the kiosk–hub sync protocol: wire types, the kiosk's client loops, the hub server and its stores.
 
+pub mod auth;
+pub mod backoff;
+pub mod client;
+pub mod hub;
 pub mod wire;

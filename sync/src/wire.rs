@@ -60,6 +60,10 @@ pub struct VisitRecord {
     pub device_time: jiff::Timestamp,
     /// The kiosk's clock when the visit committed.
     pub recorded_at: jiff::Timestamp,
+    /// The office day (`YYYY-MM-DD`, office time zone) the visit counts for, so the hub
+    /// counts one office visit per customer per day without knowing each office's zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub office_day: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +92,274 @@ pub enum VisitKind {
     Revisit,
 }
 
+/// Content type of an upstream batch: one [`Record`] as JSON per line.
+pub const NDJSON: &str = "application/x-ndjson";
+/// Default most records in one batch.
+pub const BATCH_RECORDS: usize = 500;
+/// Default most bytes of NDJSON (before gzip) in one batch.
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// The hub's answer to one batch, sent only after its transaction committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchReply {
+    /// One per line of the batch, in order.
+    pub items: Vec<ItemResult>,
+    /// The highest `seq` up to which the hub holds every record of this kiosk
+    /// (stored or rejected), with no gap below it. The kiosk marks rows sent only up
+    /// to here.
+    pub high_water: u64,
+}
+
+/// What became of one line of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemResult {
+    /// The record's `seq`, when the line carried one.
+    pub seq: Option<u64>,
+    pub status: ItemStatus,
+    /// Why a record was rejected: what is wrong with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemStatus {
+    /// Stored now.
+    Inserted,
+    /// Stored before (a retry); nothing changed.
+    Duplicate,
+    /// Not stored as a record; kept by the hub as a reject and counted as held, so it
+    /// never blocks the kiosk's queue.
+    Rejected,
+}
+
+/// One page of the roster change log, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RosterPage {
+    pub changes: Vec<RosterChange>,
+    /// The cursor to ask from next; store it with the page's changes.
+    pub next: u64,
+    /// More changes wait after `next`.
+    pub more: bool,
+}
+
+/// The body of a `409` to a roster request: the cursor is older than the log keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorExpired {
+    /// The oldest cursor the hub can still page from.
+    pub oldest: u64,
+}
+
+/// One change of the roster: an entry as it is now, or a tombstone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RosterChange {
+    /// Position in the hub's log; increases in commit order.
+    pub cursor: u64,
+    #[serde(flatten)]
+    pub op: RosterOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RosterOp {
+    Upsert { entry: RosterEntry },
+    Delete { entity: Entity, key: String },
+}
+
+/// What a roster entry is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entity {
+    Consultant,
+    Customer,
+    Card,
+    Broker,
+}
+
+impl Entity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Entity::Consultant => "consultant",
+            Entity::Customer => "customer",
+            Entity::Card => "card",
+            Entity::Broker => "broker",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Entity> {
+        [
+            Entity::Consultant,
+            Entity::Customer,
+            Entity::Card,
+            Entity::Broker,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == text)
+    }
+}
+
+/// A roster entry as kiosks receive it: only what the reception needs, never a
+/// phone number or a full name of a customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "entity", rename_all = "snake_case")]
+pub enum RosterEntry {
+    Consultant(ConsultantEntry),
+    Customer(CustomerEntry),
+    Card(CardEntry),
+    Broker(BrokerEntry),
+}
+
+impl RosterEntry {
+    pub fn entity(&self) -> Entity {
+        match self {
+            RosterEntry::Consultant(_) => Entity::Consultant,
+            RosterEntry::Customer(_) => Entity::Customer,
+            RosterEntry::Card(_) => Entity::Card,
+            RosterEntry::Broker(_) => Entity::Broker,
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        match self {
+            RosterEntry::Consultant(c) => &c.id,
+            RosterEntry::Customer(c) => &c.id,
+            RosterEntry::Card(c) => &c.token,
+            RosterEntry::Broker(b) => &b.id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsultantEntry {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerEntry {
+    pub id: String,
+    /// Family name only; the screen shows it with the title (张先生).
+    pub surname: String,
+    /// `mr` or `ms`.
+    pub title: String,
+    /// `normal`, `silver` or `gold`.
+    pub tier: String,
+    pub consultant_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardEntry {
+    /// Normalized card token (design §4).
+    pub token: String,
+    pub customer_id: String,
+    /// `active` or `revoked`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Given as DEZ8: matched by its low 24 bits.
+    #[serde(default)]
+    pub low24_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEntry {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+}
+
+/// First line of a roster snapshot (`GET /sync/v1/roster/snapshot`, NDJSON, gzip):
+/// the cursor the snapshot is consistent with. Each further line is a [`RosterEntry`],
+/// consultants first, then customers, cards and brokers, so references resolve in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotHead {
+    pub cursor: u64,
+    /// How many entry lines follow, so a cut-off download is caught.
+    pub entries: u64,
+}
+
+/// Reads a snapshot (gzipped NDJSON) line by line: returns its head and hands each
+/// entry to `on_entry`; fails when a line is malformed or the entry count differs from
+/// the head's (a cut-off download). Entries of an unknown entity (a newer hub) are
+/// skipped and counted, so an older kiosk keeps working.
+pub fn read_snapshot(
+    gz: impl std::io::Read,
+    mut on_entry: impl FnMut(RosterEntry) -> Result<(), String>,
+) -> Result<SnapshotHead, String> {
+    use std::io::BufRead as _;
+    let mut lines = std::io::BufReader::new(flate2::read::GzDecoder::new(gz)).lines();
+    let head: SnapshotHead = match lines.next() {
+        Some(Ok(line)) => {
+            serde_json::from_str(&line).map_err(|e| format!("snapshot head is not valid: {e}"))?
+        }
+        Some(Err(e)) => return Err(format!("cannot read the snapshot: {e}")),
+        None => return Err("the snapshot is empty".into()),
+    };
+    let mut count = 0u64;
+    for (n, line) in lines.enumerate() {
+        let line = line.map_err(|e| format!("cannot read the snapshot: {e}"))?;
+        if line.is_empty() {
+            continue;
+        }
+        count += 1;
+        match serde_json::from_str::<RosterEntry>(&line) {
+            Ok(entry) => on_entry(entry)?,
+            Err(e) => {
+                let known = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("entity").and_then(|e| e.as_str()).map(Entity::parse));
+                match known {
+                    Some(None) => tracing::debug!(
+                        "snapshot line {}: entity unknown to this kiosk, skipped",
+                        n + 2
+                    ),
+                    _ => return Err(format!("snapshot line {}: {e}", n + 2)),
+                }
+            }
+        }
+    }
+    if count != head.entries {
+        return Err(format!(
+            "the snapshot has {count} entries but its head announces {}; it was cut off, fetch it again",
+            head.entries
+        ));
+    }
+    Ok(head)
+}
+
+/// Gzipped NDJSON of the given JSON lines: an upstream batch body or a snapshot.
+pub fn gzip_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for line in lines {
+        // Writing to a Vec cannot fail.
+        let _ = gz.write_all(line.as_bytes());
+        let _ = gz.write_all(b"\n");
+    }
+    gz.finish().unwrap_or_default()
+}
+
+/// Inflates a gzip body, refusing to grow past `limit` bytes (a gzip bomb).
+pub fn gunzip(body: &[u8], limit: usize) -> Result<Vec<u8>, GunzipError> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let mut gz = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
+    gz.read_to_end(&mut out).map_err(GunzipError::Corrupt)?;
+    if out.len() > limit {
+        return Err(GunzipError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GunzipError {
+    #[error("the body is not valid gzip: {0}")]
+    Corrupt(std::io::Error),
+    #[error("the body inflates past {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +382,7 @@ mod tests {
             stand_in: false,
             device_time: "2026-11-23T02:00:00Z".parse().expect("time"),
             recorded_at: "2026-11-23T02:00:00.001Z".parse().expect("time"),
+            office_day: Some("2026-11-23".into()),
         });
         let json = serde_json::to_value(&record).expect("serialize");
         assert_eq!(json["kind"], "visit");
@@ -119,5 +392,65 @@ mod tests {
         assert_eq!(json["record"]["device_time"], "2026-11-23T02:00:00Z");
         let back: Record = serde_json::from_value(json).expect("deserialize");
         assert_eq!(back, record);
+    }
+}
+
+#[cfg(test)]
+mod roster_tests {
+    use super::*;
+
+    #[test]
+    fn roster_changes_have_the_documented_shape() {
+        let upsert = RosterChange {
+            cursor: 3,
+            op: RosterOp::Upsert {
+                entry: RosterEntry::Card(CardEntry {
+                    token: "nfc:04A1".into(),
+                    customer_id: "C1".into(),
+                    status: "revoked".into(),
+                    note: None,
+                    low24_only: false,
+                }),
+            },
+        };
+        let json = serde_json::to_value(&upsert).expect("serialize");
+        assert_eq!(json["cursor"], 3);
+        assert_eq!(json["op"], "upsert");
+        assert_eq!(json["entry"]["entity"], "card");
+        assert_eq!(json["entry"]["token"], "nfc:04A1");
+        let delete = RosterChange {
+            cursor: 4,
+            op: RosterOp::Delete {
+                entity: Entity::Card,
+                key: "nfc:04A1".into(),
+            },
+        };
+        let json = serde_json::to_value(&delete).expect("serialize");
+        assert_eq!(json["op"], "delete");
+        assert_eq!(json["entity"], "card");
+        for change in [upsert, delete] {
+            let text = serde_json::to_string(&change).expect("serialize");
+            assert_eq!(
+                serde_json::from_str::<RosterChange>(&text).expect("parse"),
+                change
+            );
+        }
+    }
+
+    #[test]
+    fn gzip_round_trips_and_refuses_bombs() {
+        let body = gzip_lines(["{\"a\":1}", "{\"b\":2}"]);
+        assert_eq!(
+            gunzip(&body, 1024).expect("inflate"),
+            b"{\"a\":1}\n{\"b\":2}\n"
+        );
+        assert!(matches!(
+            gunzip(&body, 8),
+            Err(GunzipError::TooLarge { limit: 8 })
+        ));
+        assert!(matches!(
+            gunzip(b"not gzip", 1024),
+            Err(GunzipError::Corrupt(_))
+        ));
     }
 }

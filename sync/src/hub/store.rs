@@ -1,0 +1,337 @@
+//! The hub's storage API, one face over two backends: SQLite (one office, a pilot) and PostgreSQL (a fleet).
+//!
+//! Invariants both backends keep (the shared test suite in `hub/tests.rs` checks them):
+//! - a record is stored once, keyed by its `id`, forever (`INSERT … ON CONFLICT DO NOTHING`);
+//!   a second record claiming a `(kiosk_id, seq)` already held by another id is rejected;
+//! - a batch's records, rejects and the kiosk's new high-water commit in one transaction,
+//!   and batches of one kiosk are serialized (the kiosk row is locked first), so several
+//!   hub processes on one PostgreSQL agree;
+//! - the roster change log's cursor increases in commit order: roster writes are
+//!   serialized (PostgreSQL: a transaction-scoped advisory lock), so a reader that has
+//!   seen cursor N never later finds a change below N;
+//! - every roster write appends its changes to the log in the same transaction.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::wire::{
+    BatchReply, BrokerEntry, CardEntry, ConsultantEntry, CustomerEntry, Entity, Record, RosterPage,
+};
+
+use super::postgres::PgHub;
+use super::sqlite::SqliteHub;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HubStoreError {
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL pool: {0}")]
+    Pool(String),
+    #[error(
+        "the hub database has schema version {found}, newer than this hub ({supported}); install the newer kiosk binary"
+    )]
+    TooNew { found: i64, supported: i64 },
+    #[error("cannot open the hub database: {0}")]
+    Open(String),
+    #[error("{0}")]
+    Conflict(Conflict),
+    #[error("{entity} {key:?} does not exist")]
+    NotFound { entity: &'static str, key: String },
+    #[error("the store's worker has stopped")]
+    Gone,
+}
+
+/// A roster write that would break a rule; the message names ids, never a phone's owner details.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// One customer per phone number (design §2).
+    #[error(
+        "this phone number already belongs to customer {existing}; update that customer instead of adding another"
+    )]
+    PhoneTaken { existing: String },
+    /// One customer per active card.
+    #[error("card {token} is active for customer {existing}; revoke it there first")]
+    CardTaken { token: String, existing: String },
+    /// A customer, card or consultant refers to something absent.
+    #[error("{entity} {key:?} does not exist; add it first")]
+    Missing { entity: &'static str, key: String },
+    /// A consultant who still owns customers cannot be deleted.
+    #[error(
+        "consultant {id} still serves {customers} customers; move them to another consultant first"
+    )]
+    ConsultantInUse { id: String, customers: u64 },
+    /// A kiosk id can be issued once.
+    #[error("kiosk {id} already has a token; revoke it first to issue a new one")]
+    KioskExists { id: String },
+}
+
+/// A customer as the hub holds it: the CRM's view, with the phone and full name
+/// that kiosks never receive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct HubCustomer {
+    pub id: String,
+    /// Full name, for staff; never sent to kiosks.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub surname: String,
+    /// `mr` | `ms`.
+    pub title: String,
+    /// `normal` | `silver` | `gold`.
+    pub tier: String,
+    /// Normalized (digits, with `+` and country code for non-Chinese numbers); unique.
+    #[serde(default)]
+    pub phone: Option<String>,
+    #[serde(default)]
+    pub consultant_id: Option<String>,
+}
+
+impl HubCustomer {
+    /// What kiosks receive of this customer.
+    pub fn kiosk_entry(&self) -> CustomerEntry {
+        CustomerEntry {
+            id: self.id.clone(),
+            surname: self.surname.clone(),
+            title: self.title.clone(),
+            tier: self.tier.clone(),
+            consultant_id: self.consultant_id.clone(),
+        }
+    }
+}
+
+/// A whole roster applied in one transaction (`kiosk hub import`): upserts only.
+#[derive(Debug, Clone, Default)]
+pub struct RosterImport {
+    pub consultants: Vec<ConsultantEntry>,
+    pub customers: Vec<HubCustomer>,
+    pub cards: Vec<CardEntry>,
+    pub brokers: Vec<BrokerEntry>,
+}
+
+/// Counts of what an import changed (an unchanged entry is not logged again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ImportCounts {
+    pub consultants: u64,
+    pub customers: u64,
+    pub cards: u64,
+    pub brokers: u64,
+}
+
+/// One line of an upstream batch, as the HTTP layer parsed it.
+#[derive(Debug, Clone)]
+pub enum Incoming {
+    /// A record of a kind this hub knows. `raw` is the line as received, stored as-is.
+    Record { record: Record, raw: String },
+    /// A line the hub cannot take (bad JSON, unknown kind, wrong kiosk, …). Kept as a
+    /// reject; when it carries a seq, that seq counts as held.
+    Reject {
+        seq: Option<u64>,
+        id: Option<Uuid>,
+        kind: Option<String>,
+        reason: String,
+        raw: String,
+    },
+}
+
+/// A kiosk's credentials row.
+#[derive(Debug, Clone)]
+pub struct KioskRow {
+    pub id: String,
+    pub office_id: String,
+    /// SHA-256 of the token's secret, hex.
+    pub token_hash: String,
+    pub high_water: u64,
+}
+
+/// A stored record, as the admin API lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredRecord {
+    pub id: Uuid,
+    pub kiosk_id: String,
+    pub seq: u64,
+    pub kind: String,
+    /// The record's JSON as the kiosk sent it.
+    pub body: serde_json::Value,
+    /// The hub's clock at commit.
+    pub received_at: jiff::Timestamp,
+}
+
+/// A rejected line, kept as evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredReject {
+    pub kiosk_id: String,
+    pub seq: Option<u64>,
+    pub reason: String,
+    pub raw: String,
+    pub received_at: jiff::Timestamp,
+}
+
+/// One office's day as the hub counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DayReport {
+    /// Visit records of the day (evidence: every kiosk's and handheld's).
+    pub records: u64,
+    /// Customers welcomed that day: one office visit per customer per day.
+    pub office_visits: u64,
+}
+
+/// Either backend; chosen by the `database` URL.
+#[derive(Debug, Clone)]
+pub enum HubDb {
+    Sqlite(SqliteHub),
+    Postgres(PgHub),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $db:ident => $call:expr) => {
+        match $self {
+            HubDb::Sqlite($db) => $call.await,
+            HubDb::Postgres($db) => $call.await,
+        }
+    };
+}
+
+impl HubDb {
+    /// Opens `sqlite:PATH` or `postgres://…`, creating or upgrading the schema.
+    pub async fn open(database: &str) -> Result<HubDb, HubStoreError> {
+        if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+            Ok(HubDb::Postgres(PgHub::open(database).await?))
+        } else {
+            let path = database.strip_prefix("sqlite:").unwrap_or(database);
+            Ok(HubDb::Sqlite(
+                SqliteHub::open(std::path::Path::new(path)).await?,
+            ))
+        }
+    }
+
+    pub fn backend(&self) -> &'static str {
+        match self {
+            HubDb::Sqlite(_) => "sqlite",
+            HubDb::Postgres(_) => "postgres",
+        }
+    }
+
+    // --- kiosks ---
+
+    /// Stores a new kiosk's token hash; `Conflict::KioskExists` when the id has one.
+    pub async fn add_kiosk(
+        &self,
+        id: &str,
+        office_id: &str,
+        token_hash: &str,
+    ) -> Result<(), HubStoreError> {
+        dispatch!(self, db => db.add_kiosk(id, office_id, token_hash))
+    }
+
+    /// Removes a kiosk's token (its records stay); `NotFound` when absent.
+    pub async fn revoke_kiosk(&self, id: &str) -> Result<(), HubStoreError> {
+        dispatch!(self, db => db.revoke_kiosk(id))
+    }
+
+    pub async fn kiosk(&self, id: &str) -> Result<Option<KioskRow>, HubStoreError> {
+        dispatch!(self, db => db.kiosk(id))
+    }
+
+    pub async fn kiosks(&self) -> Result<Vec<KioskRow>, HubStoreError> {
+        dispatch!(self, db => db.kiosks())
+    }
+
+    // --- upstream ---
+
+    /// Stores a batch from `kiosk_id` in one transaction and answers per line, in order.
+    /// `received_at` is the hub's clock. Records whose `kiosk_id` differs from the
+    /// caller's were already turned into `Incoming::Reject` by the HTTP layer.
+    pub async fn store_batch(
+        &self,
+        kiosk_id: &str,
+        items: Vec<Incoming>,
+        received_at: jiff::Timestamp,
+    ) -> Result<BatchReply, HubStoreError> {
+        dispatch!(self, db => db.store_batch(kiosk_id, items, received_at))
+    }
+
+    /// Records of one kiosk with `seq > after_seq`, in seq order.
+    pub async fn records(
+        &self,
+        kiosk_id: &str,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredRecord>, HubStoreError> {
+        dispatch!(self, db => db.records(kiosk_id, after_seq, limit))
+    }
+
+    pub async fn rejects(&self, kiosk_id: &str) -> Result<Vec<StoredReject>, HubStoreError> {
+        dispatch!(self, db => db.rejects(kiosk_id))
+    }
+
+    /// Total records stored (all kiosks).
+    pub async fn record_count(&self) -> Result<u64, HubStoreError> {
+        dispatch!(self, db => db.record_count())
+    }
+
+    pub async fn day_report(&self, office_id: &str, day: &str) -> Result<DayReport, HubStoreError> {
+        dispatch!(self, db => db.day_report(office_id, day))
+    }
+
+    // --- downstream ---
+
+    /// Changes with `cursor > since`, at most `limit`, oldest first.
+    /// `Err(Ok(oldest))`-like expiry is reported as `Ok(Err(CursorExpired))`.
+    pub async fn roster_changes(
+        &self,
+        since: u64,
+        limit: u32,
+    ) -> Result<Result<RosterPage, crate::wire::CursorExpired>, HubStoreError> {
+        dispatch!(self, db => db.roster_changes(since, limit))
+    }
+
+    /// The whole current roster as gzipped NDJSON (`SnapshotHead` then entries:
+    /// consultants, customers, cards, brokers), consistent with the cursor in the head.
+    pub async fn roster_snapshot(&self) -> Result<Vec<u8>, HubStoreError> {
+        dispatch!(self, db => db.roster_snapshot())
+    }
+
+    /// Drops log entries older than `before`; a kiosk whose cursor falls below the
+    /// oldest kept entry gets `409` and takes a snapshot. Returns how many were dropped.
+    pub async fn prune_roster_log(&self, before: jiff::Timestamp) -> Result<u64, HubStoreError> {
+        dispatch!(self, db => db.prune_roster_log(before))
+    }
+
+    // --- roster administration (each call one transaction, logged) ---
+
+    pub async fn import(&self, roster: RosterImport) -> Result<ImportCounts, HubStoreError> {
+        dispatch!(self, db => db.import(roster))
+    }
+
+    pub async fn upsert_consultant(&self, c: ConsultantEntry) -> Result<(), HubStoreError> {
+        dispatch!(self, db => db.upsert_consultant(c))
+    }
+
+    pub async fn upsert_customer(&self, c: HubCustomer) -> Result<(), HubStoreError> {
+        dispatch!(self, db => db.upsert_customer(c))
+    }
+
+    pub async fn upsert_card(&self, c: CardEntry) -> Result<(), HubStoreError> {
+        dispatch!(self, db => db.upsert_card(c))
+    }
+
+    pub async fn upsert_broker(&self, b: BrokerEntry) -> Result<(), HubStoreError> {
+        dispatch!(self, db => db.upsert_broker(b))
+    }
+
+    /// Deletes an entry, logging a tombstone. Deleting a customer deletes (and
+    /// tombstones) their cards first; a consultant still serving customers is refused.
+    pub async fn delete(&self, entity: Entity, key: &str) -> Result<(), HubStoreError> {
+        dispatch!(self, db => db.delete(entity, key))
+    }
+
+    pub async fn customer(&self, id: &str) -> Result<Option<HubCustomer>, HubStoreError> {
+        dispatch!(self, db => db.customer(id))
+    }
+
+    pub async fn card(&self, token: &str) -> Result<Option<CardEntry>, HubStoreError> {
+        dispatch!(self, db => db.card(token))
+    }
+}
