@@ -6,6 +6,29 @@ use std::time::Duration;
 pub const DURATION_HINT: &str =
     r#"write a duration such as "3s", "15m" or "15d" (units: ms, s, m, h, d)"#;
 
+/// Writes a duration the way a config file would (`90s` → `1m30s`, `0s`).
+pub fn show(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut rest = ms;
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
+}
+
 /// Parses a duration written as one or more `<number><unit>` parts.
 ///
 /// Bare numbers are refused on purpose: `cooldown = 3` could mean seconds or

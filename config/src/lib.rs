@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use duration::{DURATION_HINT, parse_duration};
+pub use duration::{DURATION_HINT, parse_duration, show as show_duration};
 use toml::{Table, Value};
 
 /// The whole kiosk configuration, valid by construction.
@@ -21,7 +21,56 @@ pub struct Config {
     pub kiosk: KioskConfig,
     pub readers: Vec<ReaderConfig>,
     pub reception: ReceptionConfig,
+    /// Absent: the kiosk works alone, its roster from `kiosk roster import`.
+    pub sync: Option<SyncConfig>,
 }
+
+/// The `[sync]` section: where the hub is and how often to talk to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    /// `http://…` or `https://…`, without a trailing path.
+    pub hub: String,
+    /// A file holding this kiosk's token (from `kiosk hub kiosks add`); read before
+    /// every request, so a replaced token is used without a restart.
+    pub token_file: PathBuf,
+    /// PEM file of a private CA the hub's certificate is signed by; the system's
+    /// roots are always trusted too.
+    pub ca_file: Option<PathBuf>,
+    /// With nothing new to push, the outbox is checked this often anyway.
+    pub push_interval: Duration,
+    /// How often the roster is pulled.
+    pub pull_interval: Duration,
+    /// Most records in one upstream batch.
+    pub batch_size: usize,
+    /// Retry delays double up to this, then stay (each drawn at random below it).
+    pub backoff_cap: Duration,
+    /// The first push and pull wait a random time up to this, so kiosks coming back
+    /// from an outage together don't all call the hub at the same moment.
+    pub initial_delay: Duration,
+}
+
+/// The defaults of `[sync]`.
+pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_PULL_INTERVAL: Duration = Duration::from_secs(15);
+pub const DEFAULT_BATCH_SIZE: usize = 500;
+pub const DEFAULT_BACKOFF_CAP: Duration = Duration::from_secs(600);
+pub const DEFAULT_INITIAL_DELAY: Duration = Duration::from_secs(10);
+
+/// A hub's configuration (`kiosk hub --config hub.toml`), section `[hub]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubConfig {
+    pub listen: SocketAddr,
+    /// `sqlite:PATH` (relative to the config's folder) or `postgres://…`.
+    pub database: String,
+    /// Roster log entries older than this are dropped; a kiosk further behind takes a snapshot.
+    pub roster_retention: Duration,
+    /// Uploads served at once; more get `503` with `Retry-After`.
+    pub max_concurrent_uploads: usize,
+}
+
+pub const DEFAULT_HUB_LISTEN: &str = "127.0.0.1:9090";
+pub const DEFAULT_ROSTER_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 32;
 
 /// The `[kiosk]` section: who this kiosk is and where it keeps its data.
 #[derive(Debug, Clone)]
@@ -205,21 +254,7 @@ impl fmt::Display for ProblemList<'_> {
 impl Config {
     /// Reads and validates a config file; relative paths in it are taken from the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        // Editors on Chinese Windows often save as GBK; say so rather than "invalid data".
-        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
-            path: path.to_owned(),
-            problems: vec![Problem {
-                path: String::new(),
-                message: format!(
-                    "line {}: the file is not UTF-8 text; save it as UTF-8 (in Notepad: Save as, Encoding: UTF-8)",
-                    line_of(&String::from_utf8_lossy(e.as_bytes()), e.utf8_error().valid_up_to())
-                ),
-            }],
-        })?;
+        let text = read_text(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, base).map_err(|problems| ConfigError::Invalid {
             path: path.to_owned(),
@@ -229,20 +264,7 @@ impl Config {
 
     /// Validates TOML text; every problem found is returned, not just the first.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config, Vec<Problem>> {
-        let table: Table = match text.parse() {
-            Ok(t) => t,
-            Err(e) => {
-                let e: toml::de::Error = e;
-                let where_ = e
-                    .span()
-                    .map(|s| format!("line {}: ", line_of(text, s.start)))
-                    .unwrap_or_default();
-                return Err(vec![Problem {
-                    path: String::new(),
-                    message: format!("{where_}not valid TOML: {}", e.message().trim_end()),
-                }]);
-            }
-        };
+        let table = parse_toml(text)?;
         let mut p = Problems::default();
         let mut root = Section::new("", &table);
         let kiosk = match root.table("kiosk", &mut p, true) {
@@ -263,19 +285,239 @@ impl Config {
                 same_card_cooldown: DEFAULT_SAME_CARD_COOLDOWN,
             }),
         };
+        let sync = match root.table("sync", &mut p, false) {
+            Some(t) => parse_sync(Section::new("sync", t), base_dir, &mut p).map(Some),
+            None => Some(None),
+        };
         if let Some(readers) = &readers {
             check_serial_readers(readers, &mut p);
         }
-        root.finish(&["kiosk", "reader", "reception"], &mut p);
-        match (kiosk, readers, reception) {
-            (Some(kiosk), Some(readers), Some(reception)) if p.0.is_empty() => Ok(Config {
-                kiosk,
-                readers,
-                reception,
-            }),
+        root.finish(&["kiosk", "reader", "reception", "sync"], &mut p);
+        match (kiosk, readers, reception, sync) {
+            (Some(kiosk), Some(readers), Some(reception), Some(sync)) if p.0.is_empty() => {
+                Ok(Config {
+                    kiosk,
+                    readers,
+                    reception,
+                    sync,
+                })
+            }
             _ => Err(p.0),
         }
     }
+}
+
+impl HubConfig {
+    /// Reads and validates a hub config file; relative paths are taken from its folder.
+    pub fn load(path: &Path) -> Result<HubConfig, ConfigError> {
+        let text = read_text(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        HubConfig::parse(&text, base).map_err(|problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        })
+    }
+
+    /// Validates hub TOML text; every problem found is returned.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<HubConfig, Vec<Problem>> {
+        let table = parse_toml(text)?;
+        let mut p = Problems::default();
+        let mut root = Section::new("", &table);
+        let hub = root
+            .table("hub", &mut p, true)
+            .and_then(|t| parse_hub(Section::new("hub", t), base_dir, &mut p));
+        root.finish(&["hub"], &mut p);
+        match hub {
+            Some(hub) if p.0.is_empty() => Ok(hub),
+            _ => Err(p.0),
+        }
+    }
+}
+
+fn parse_sync(mut s: Section<'_>, base_dir: &Path, p: &mut Problems) -> Option<SyncConfig> {
+    let hub = s.required_str("hub", p).and_then(|v| {
+        let v = v.trim_end_matches('/');
+        let ok = (v.starts_with("http://") || v.starts_with("https://"))
+            && v.split_once("://").is_some_and(|(_, rest)| !rest.is_empty())
+            && !v.chars().any(|c| c.is_whitespace() || c.is_control());
+        if ok {
+            Some(v.to_owned())
+        } else {
+            p.push(
+                s.key("hub"),
+                format!("{v:?} is not a hub address; write its URL, e.g. \"https://hub.example.internal\" or \"http://10.0.0.5:9090\""),
+            );
+            None
+        }
+    });
+    let token_file = s.required_str("token_file", p).and_then(|v| {
+        s.check(
+            "token_file",
+            file_path(v, base_dir, "\"/etc/kiosk/hub.token\""),
+            p,
+        )
+    });
+    let ca_file = match s.optional_str("ca_file", p) {
+        None => Some(None),
+        Some(v) => s
+            .check(
+                "ca_file",
+                file_path(v, base_dir, "\"/etc/kiosk/hub-ca.pem\""),
+                p,
+            )
+            .map(Some),
+    };
+    let push_interval = s.duration_in(
+        "push_interval",
+        Duration::from_millis(100),
+        Duration::from_secs(3600),
+        DEFAULT_PUSH_INTERVAL,
+        p,
+    );
+    let pull_interval = s.duration_in(
+        "pull_interval",
+        Duration::from_millis(100),
+        Duration::from_secs(86_400),
+        DEFAULT_PULL_INTERVAL,
+        p,
+    );
+    let backoff_cap = s.duration_in(
+        "backoff_cap",
+        Duration::from_secs(1),
+        Duration::from_secs(86_400),
+        DEFAULT_BACKOFF_CAP,
+        p,
+    );
+    let initial_delay = s.duration_in(
+        "initial_delay",
+        Duration::ZERO,
+        Duration::from_secs(3600),
+        DEFAULT_INITIAL_DELAY,
+        p,
+    );
+    let batch_size = s.int_in("batch_size", 1, 5000, DEFAULT_BATCH_SIZE as i64, "500", p);
+    s.finish(
+        &[
+            "hub",
+            "token_file",
+            "ca_file",
+            "push_interval",
+            "pull_interval",
+            "batch_size",
+            "backoff_cap",
+            "initial_delay",
+        ],
+        p,
+    );
+    Some(SyncConfig {
+        hub: hub?,
+        token_file: token_file?,
+        ca_file: ca_file?,
+        push_interval: push_interval?,
+        pull_interval: pull_interval?,
+        batch_size: usize::try_from(batch_size?).ok()?,
+        backoff_cap: backoff_cap?,
+        initial_delay: initial_delay?,
+    })
+}
+
+fn parse_hub(mut s: Section<'_>, base_dir: &Path, p: &mut Problems) -> Option<HubConfig> {
+    let listen = s
+        .optional_str("listen", p)
+        .or(Some(DEFAULT_HUB_LISTEN))
+        .and_then(|v| {
+            let parsed = v.parse::<SocketAddr>().map_err(|_| {
+                format!(
+                    "{v:?} is not an address to listen on; write IP:PORT such as \"0.0.0.0:9090\""
+                )
+            });
+            s.check("listen", parsed, p)
+        });
+    let database = s.required_str("database", p).and_then(|v| {
+        let parsed = if v.starts_with("postgres://") || v.starts_with("postgresql://") {
+            Ok(v.to_owned())
+        } else if let Some(path) = v.strip_prefix("sqlite:") {
+            if path.trim().is_empty() {
+                Err("names no file; write \"sqlite:hub.sqlite\" or \"sqlite:/var/lib/kiosk-hub/hub.sqlite\"".to_owned())
+            } else {
+                Ok(format!("sqlite:{}", base_dir.join(path).display()))
+            }
+        } else {
+            Err(format!("{v:?} is neither \"sqlite:PATH\" nor \"postgres://USER:PASSWORD@HOST:PORT/DATABASE\""))
+        };
+        s.check("database", parsed, p)
+    });
+    let roster_retention = s.duration_in(
+        "roster_retention",
+        Duration::from_secs(3600),
+        Duration::from_secs(10 * 365 * 86_400),
+        DEFAULT_ROSTER_RETENTION,
+        p,
+    );
+    let uploads = s.int_in(
+        "max_concurrent_uploads",
+        1,
+        10_000,
+        DEFAULT_MAX_CONCURRENT_UPLOADS as i64,
+        "32",
+        p,
+    );
+    s.finish(
+        &[
+            "listen",
+            "database",
+            "roster_retention",
+            "max_concurrent_uploads",
+        ],
+        p,
+    );
+    Some(HubConfig {
+        listen: listen?,
+        database: database?,
+        roster_retention: roster_retention?,
+        max_concurrent_uploads: usize::try_from(uploads?).ok()?,
+    })
+}
+
+/// A path key: relative paths are read from the config's folder.
+fn file_path(v: &str, base_dir: &Path, example: &str) -> Result<PathBuf, String> {
+    if v.trim().is_empty() || v.chars().any(char::is_control) {
+        Err(format!("is not a file path; write one such as {example}"))
+    } else {
+        Ok(base_dir.join(v))
+    }
+}
+
+/// Reads a config file as UTF-8 text.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    // Editors on Chinese Windows often save as GBK; say so rather than "invalid data".
+    String::from_utf8(bytes).map_err(|e| ConfigError::Invalid {
+        path: path.to_owned(),
+        problems: vec![Problem {
+            path: String::new(),
+            message: format!(
+                "line {}: the file is not UTF-8 text; save it as UTF-8 (in Notepad: Save as, Encoding: UTF-8)",
+                line_of(&String::from_utf8_lossy(e.as_bytes()), e.utf8_error().valid_up_to())
+            ),
+        }],
+    })
+}
+
+fn parse_toml(text: &str) -> Result<Table, Vec<Problem>> {
+    text.parse().map_err(|e: toml::de::Error| {
+        let where_ = e
+            .span()
+            .map(|s| format!("line {}: ", line_of(text, s.start)))
+            .unwrap_or_default();
+        vec![Problem {
+            path: String::new(),
+            message: format!("{where_}not valid TOML: {}", e.message().trim_end()),
+        }]
+    })
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -653,6 +895,32 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// An optional duration key within `min..=max`, `default` when absent.
+    fn duration_in(
+        &mut self,
+        key: &str,
+        min: Duration,
+        max: Duration,
+        default: Duration,
+        p: &mut Problems,
+    ) -> Option<Duration> {
+        let Some(v) = self.optional_str(key, p) else {
+            return (!self.table.contains_key(key)).then_some(default);
+        };
+        let parsed = parse_duration(v).and_then(|d| {
+            if d < min || d > max {
+                Err(format!(
+                    "{v:?} is outside {} to {}",
+                    duration::show(min),
+                    duration::show(max)
+                ))
+            } else {
+                Ok(d)
+            }
+        });
+        self.check(key, parsed, p)
+    }
+
     fn required_str(&mut self, key: &str, p: &mut Problems) -> Option<&'a str> {
         if self.table.contains_key(key) {
             self.optional_str(key, p)
@@ -664,6 +932,9 @@ impl<'a> Section<'a> {
                 "data_dir" => "data_dir = \"/var/lib/kiosk\"",
                 "kind" => "kind = \"pcsc\"",
                 "path" => "path = \"/dev/serial/by-id/…\"",
+                "hub" => "hub = \"https://hub.example.internal\"",
+                "token_file" => "token_file = \"/etc/kiosk/hub.token\"",
+                "database" => "database = \"sqlite:hub.sqlite\" (or \"postgres://…\")",
                 "protocol" => {
                     "protocol = \"rdm6300\" (or \"line\", \"wiegand-hex\", \"wiegand-dec\")"
                 }
@@ -842,6 +1113,81 @@ same_card_cooldown = "5s"
     }
 
     #[test]
+    fn a_sync_section_and_a_hub_file_become_typed_config() {
+        let text = "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[sync]\nhub='https://hub.example.internal/'\ntoken_file='hub.token'\npull_interval='250ms'\ninitial_delay='0s'\n";
+        let cfg = Config::parse(text, Path::new("/etc/kiosk")).expect("valid");
+        assert_eq!(
+            cfg.sync,
+            Some(SyncConfig {
+                hub: "https://hub.example.internal".into(),
+                token_file: "/etc/kiosk/hub.token".into(),
+                ca_file: None,
+                push_interval: DEFAULT_PUSH_INTERVAL,
+                pull_interval: Duration::from_millis(250),
+                batch_size: DEFAULT_BATCH_SIZE,
+                backoff_cap: DEFAULT_BACKOFF_CAP,
+                initial_delay: Duration::ZERO,
+            })
+        );
+        let hub = HubConfig::parse(
+            "[hub]\ndatabase='sqlite:hub.sqlite'\nroster_retention='7d'\n",
+            Path::new("/srv/hub"),
+        )
+        .expect("valid");
+        assert_eq!(
+            hub,
+            HubConfig {
+                listen: DEFAULT_HUB_LISTEN.parse().expect("addr"),
+                database: "sqlite:/srv/hub/hub.sqlite".into(),
+                roster_retention: Duration::from_secs(7 * 86_400),
+                max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
+            }
+        );
+        let pg = HubConfig::parse(
+            "[hub]\nlisten='0.0.0.0:9090'\ndatabase='postgres://hub:pw@db:5432/hub'\nmax_concurrent_uploads=8\n",
+            Path::new("/"),
+        )
+        .expect("valid");
+        assert_eq!(pg.database, "postgres://hub:pw@db:5432/hub");
+        assert_eq!(pg.max_concurrent_uploads, 8);
+    }
+
+    #[test]
+    fn hub_file_problems_are_reported_with_their_key_paths() {
+        let cases: &[(&str, &[&str])] = &[
+            ("", &["hub: section [hub] is missing"]),
+            (
+                "[hub]\nlisten='everywhere'\ndatabase='mysql://x'\nroster_retention='1m'\nmax_concurrent_uploads=0\nretention='1d'\n",
+                &[
+                    "hub.listen: \"everywhere\" is not an address",
+                    "hub.database: \"mysql://x\" is neither \"sqlite:PATH\" nor \"postgres://",
+                    "hub.roster_retention: \"1m\" is outside 1h to 3650d",
+                    "hub.max_concurrent_uploads: 0 is outside 1 to 10000",
+                    "hub.retention: unknown key",
+                ],
+            ),
+            (
+                "[hub]\ndatabase='sqlite:'\n",
+                &["hub.database: names no file"],
+            ),
+            (
+                "[hub]\n",
+                &["hub.database: is missing; add database = \"sqlite:hub.sqlite\""],
+            ),
+        ];
+        for (input, expected) in cases {
+            let problems = HubConfig::parse(input, Path::new("/")).expect_err(input);
+            let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            for want in *expected {
+                assert!(
+                    shown.iter().any(|s| s.contains(want)),
+                    "input {input:?}: expected {want:?} among {shown:#?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn defaults_fill_optional_keys() {
         let text = "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n";
         let cfg = Config::parse(text, Path::new("/")).expect("valid");
@@ -908,10 +1254,16 @@ same_card_cooldown = "5s"
                 ],
             ),
             (
-                "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[reception]\nsame_card_cooldown='3'\n[sync]\nhub='x'\n",
+                "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[reception]\nsame_card_cooldown='3'\n[sync]\nhub='x'\npush_interval='10ms'\nbatch_size=0\ninitial_delay='soon'\ntoken='abc'\n[syncs]\n",
                 &[
                     "reception.same_card_cooldown: \"3\" has a number without a unit",
-                    "sync: unknown key; known keys here: kiosk, reader, reception",
+                    "sync.hub: \"x\" is not a hub address",
+                    "sync.token_file: is missing; add token_file = \"/etc/kiosk/hub.token\"",
+                    "sync.push_interval: \"10ms\" is outside 100ms to 1h",
+                    "sync.batch_size: 0 is outside 1 to 5000",
+                    "sync.initial_delay: \"soon\" is not a duration",
+                    "sync.token: unknown key; known keys here: hub, token_file",
+                    "syncs: unknown key; did you mean \"sync\"?",
                 ],
             ),
             (
