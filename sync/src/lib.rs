@@ -4,4 +4,5 @@ pub mod auth;
 pub mod backoff;
 pub mod client;
 pub mod hub;
+pub mod telemetry;
 pub mod wire;

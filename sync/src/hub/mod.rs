@@ -1,7 +1,9 @@
 //! The hub: receives records from every kiosk, keeps the roster and its change log, serves both over HTTP.
 
 pub mod postgres;
+pub mod server;
 pub mod sqlite;
 pub mod store;
 
+pub use server::{ADMIN_ID, Hub, HubError, HubState, KIOSK_HEADER, router};
 pub use store::HubDb;
