@@ -58,6 +58,19 @@ enum Command {
     },
     /// List the PC/SC readers and serial ports seen now.
     Readers,
+    /// Run the hub (the central receiver), or manage it.
+    Hub {
+        #[arg(
+            long,
+            short,
+            env = "KIOSK_HUB_CONFIG",
+            default_value = "hub.toml",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: Option<crate::hub_cli::HubCommand>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +93,7 @@ pub fn main() -> ExitCode {
             command: RosterCommand::Import { file, config },
         } => return import_roster(&config, &file),
         Command::Readers => readers(),
+        Command::Hub { config, command } => crate::hub_cli::run(&config, command),
         Command::Run { config } => load(&config).and_then(|c| serve(c, Extras::default(), false)),
         Command::Demo {
             listen,
@@ -144,6 +158,14 @@ fn check_config(file: &Path) -> ExitCode {
 fn import_roster(config: &Path, file: &Path) -> ExitCode {
     let run = || -> anyhow::Result<Result<String, Vec<roster::RowError>>> {
         let cfg = load(config)?;
+        if let Some(sync) = &cfg.sync {
+            // A snapshot from the hub would replace a local import without a word.
+            anyhow::bail!(
+                "this kiosk takes its roster from the hub at {}; import the file there with `kiosk hub import {}`",
+                sync.hub,
+                file.display()
+            );
+        }
         let bytes = std::fs::read(file)
             .with_context(|| format!("cannot read roster file {}", file.display()))?;
         let parsed = match roster::parse_csv(&bytes) {
@@ -226,7 +248,7 @@ fn readers() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kiosk-rt")
@@ -258,7 +280,7 @@ fn serve(config: Config, extras: Extras, demo: bool) -> anyhow::Result<()> {
     result
 }
 
-async fn stop_on_signal(cancel: CancellationToken) {
+pub(crate) async fn stop_on_signal(cancel: CancellationToken) {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

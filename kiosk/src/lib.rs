@@ -3,6 +3,7 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod hub_cli;
 pub mod roster;
 pub mod rules;
 pub mod store;

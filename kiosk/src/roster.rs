@@ -90,6 +90,10 @@ pub struct Customer {
     pub title: Title,
     pub tier: Tier,
     pub consultant_id: Option<String>,
+    /// Full name, for the hub's CRM only: a kiosk never stores it.
+    pub name: Option<String>,
+    /// Normalized phone number, for the hub only (one customer per number).
+    pub phone: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,8 +134,9 @@ impl fmt::Display for RowError {
     }
 }
 
-/// The columns a roster file may have; the first five are required.
-pub const COLUMNS: [&str; 9] = [
+/// The columns a roster file may have; the first five are required. `name` and
+/// `phone` are kept by the hub only; a kiosk's own import ignores them.
+pub const COLUMNS: [&str; 11] = [
     "card",
     "customer_id",
     "surname",
@@ -141,6 +146,8 @@ pub const COLUMNS: [&str; 9] = [
     "consultant_id",
     "consultant_name",
     "note",
+    "name",
+    "phone",
 ];
 const REQUIRED: usize = 5;
 
@@ -203,6 +210,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
     let mut card_line: BTreeMap<CardToken, u64> = BTreeMap::new();
     let mut customer_line: BTreeMap<String, u64> = BTreeMap::new();
     let mut consultant_line: BTreeMap<String, u64> = BTreeMap::new();
+    let mut phone_owner: BTreeMap<String, (String, u64)> = BTreeMap::new();
     let mut rows = 0;
     for result in reader.records() {
         let record = match result {
@@ -277,6 +285,32 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
         if note.chars().count() > 200 {
             bad("note: keep it under 200 characters".into());
         }
+        let name = get(9);
+        if name.chars().count() > 64 || name.chars().any(char::is_control) {
+            bad("name: the customer's full name, at most 64 characters".into());
+        }
+        let phone = match get(10) {
+            "" => None,
+            text => match kiosk_sync::hub::server::normalize_phone(text) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    bad(e);
+                    None
+                }
+            },
+        };
+        if let Some(p) = &phone {
+            match phone_owner.get(p) {
+                // One number, one customer (design §2); say which line has it, not whose it is.
+                Some((owner, first)) if owner != customer_id => bad(format!(
+                    "phone: the same number is on line {first} for customer {owner}; a phone number belongs to one customer"
+                )),
+                Some(_) => {}
+                None => {
+                    phone_owner.insert(p.clone(), (customer_id.to_owned(), line));
+                }
+            }
+        }
 
         if let Some(token) = &token {
             if let Some(first) = card_line.get(token) {
@@ -312,10 +346,12 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
             title,
             tier,
             consultant_id: (!consultant_id.is_empty()).then(|| consultant_id.to_owned()),
+            name: (!name.is_empty()).then(|| name.to_owned()),
+            phone,
         };
         match roster.customers.get(customer_id) {
             Some(existing) if *existing != customer => bad(format!(
-                "customer {customer_id} is given differently on line {}; its surname, title, tier and consultant must match on every row",
+                "customer {customer_id} is given differently on line {}; its surname, title, tier, consultant, name and phone must match on every row",
                 customer_line[customer_id]
             )),
             Some(_) => {}
