@@ -36,6 +36,8 @@ pub struct ApiState {
     pub events: broadcast::Sender<PublicEvent>,
     /// Ends SSE streams on shutdown so the server can drain.
     pub shutdown: CancellationToken,
+    /// The sync client's live view, when `[sync]` is configured.
+    pub sync: Option<kiosk_sync::client::SyncStatus>,
 }
 
 /// Fixed facts about this kiosk, shown on the status page.
@@ -301,6 +303,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/events", get(events))
         .route("/api/v1/visits", get(visits))
         .route("/api/v1/status", get(status))
+        .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -457,6 +460,30 @@ async fn visits(
             .map(VisitJson::from)
             .collect();
     Ok(Json(serde_json::json!({"day": day, "visits": list})))
+}
+
+/// Prometheus text: gauges read from the store at scrape time, counters kept by the
+/// sync client as it works.
+async fn metrics_text(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    let counts = s.db.counts().await?;
+    metrics::gauge!("kiosk_visits_today").set(counts.visits_today as f64);
+    metrics::gauge!("kiosk_outbox_backlog").set(counts.outbox_backlog as f64);
+    metrics::gauge!("kiosk_roster_cards").set(counts.cards as f64);
+    if let Some(sync) = &s.sync {
+        let r = sync.report();
+        if let Some(up) = r.hub_reachable {
+            metrics::gauge!("kiosk_sync_hub_reachable").set(if up { 1.0 } else { 0.0 });
+        }
+        metrics::gauge!("kiosk_sync_auth_refused").set(if r.auth_refused { 1.0 } else { 0.0 });
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        kiosk_sync::telemetry::render(),
+    )
+        .into_response())
 }
 
 async fn status(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {

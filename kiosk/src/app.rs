@@ -9,13 +9,15 @@ use anyhow::Context as _;
 use kiosk_config::{Config, ReaderConfig};
 use kiosk_device::fake::FakeReader;
 use kiosk_device::{DeviceEvent, Signal, pcsc, serial};
+use kiosk_sync::client::{ClientConfig, SyncClient};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState, Board, Greeting, KioskInfo, PublicEvent};
 use crate::store::{Identity, ReadDb, Store, StoreError, TapInput, Writer};
+use crate::sync_side::SyncSide;
 
 /// How long shutdown may take before the daemon gives up waiting for its tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -35,6 +37,8 @@ pub struct App {
     writer: Writer,
     writer_thread: std::thread::JoinHandle<()>,
     state: ApiState,
+    /// Present when `[sync]` is configured.
+    sync: Option<SyncClient<SyncSide>>,
 }
 
 impl App {
@@ -64,6 +68,25 @@ impl App {
                 k.listen
             )
         })?;
+        let sync = match &config.sync {
+            Some(cfg) => {
+                let client_cfg = ClientConfig {
+                    hub: cfg.hub.clone(),
+                    kiosk_id: k.id.to_string(),
+                    token_file: cfg.token_file.clone(),
+                    ca_file: cfg.ca_file.clone(),
+                    push_interval: cfg.push_interval,
+                    pull_interval: cfg.pull_interval,
+                    batch_size: cfg.batch_size,
+                    backoff_cap: cfg.backoff_cap,
+                    initial_delay: cfg.initial_delay,
+                    spool_dir: k.data_dir.clone(),
+                };
+                let side = SyncSide::new(writer.clone(), db.clone());
+                Some(SyncClient::new(client_cfg, Arc::new(side))?)
+            }
+            None => None,
+        };
         let (events, _) = broadcast::channel(256);
         let board = Board::default();
         for reader in &config.readers {
@@ -84,6 +107,7 @@ impl App {
             board,
             events,
             shutdown: CancellationToken::new(),
+            sync: sync.as_ref().map(SyncClient::status),
         };
         Ok(App {
             config,
@@ -92,6 +116,7 @@ impl App {
             writer,
             writer_thread,
             state,
+            sync,
         })
     }
 
@@ -108,6 +133,7 @@ impl App {
             writer,
             writer_thread,
             state,
+            sync,
         } = self;
         let tasks = TaskTracker::new();
         let failed = CancellationToken::new();
@@ -164,12 +190,28 @@ impl App {
         }
         drop(tx);
 
+        let wake = sync.as_ref().map(SyncClient::waker);
+        if let Some(client) = sync {
+            // Both loops retry every failure themselves; they end only at shutdown.
+            let push = client.clone();
+            let push_stop = stop.clone();
+            supervise(&tasks, "sync-push", &stop, &failed, async move {
+                push.run_push(push_stop).await;
+                Ok(())
+            });
+            let pull_stop = stop.clone();
+            supervise(&tasks, "sync-pull", &stop, &failed, async move {
+                client.run_pull(pull_stop).await;
+                Ok(())
+            });
+        }
+
         supervise(
             &tasks,
             "reception",
             &stop,
             &failed,
-            reception(rx, writer, state.clone(), stop.clone()),
+            reception(rx, writer, state.clone(), wake, stop.clone()),
         );
 
         let router = api::router(state.clone());
@@ -280,6 +322,7 @@ async fn reception(
     mut rx: mpsc::Receiver<DeviceEvent>,
     writer: Writer,
     state: ApiState,
+    sync_wake: Option<Arc<Notify>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let publish = |ev: PublicEvent| {
@@ -308,6 +351,10 @@ async fn reception(
                             visit = %rec.visit.id,
                             "tap recorded"
                         );
+                        if let Some(wake) = &sync_wake {
+                            // Committed: the push loop may send it now.
+                            wake.notify_one();
+                        }
                         Greeting::from_recorded(&rec, &card.reader, card.at)
                     }
                     Err(StoreError::WriterGone) => {

@@ -7,3 +7,4 @@ pub mod hub_cli;
 pub mod roster;
 pub mod rules;
 pub mod store;
+pub mod sync_side;
