@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::{App, Extras};
 use crate::roster;
 use crate::store::{Identity, Store};
+use kiosk_sync::hub::{Hub, HubDb};
 
 /// The sample roster shipped with the project, used by `kiosk demo`.
 pub const SAMPLE_ROSTER: &[u8] = include_bytes!("../../examples/roster.csv");
@@ -94,7 +95,7 @@ pub fn main() -> ExitCode {
         } => return import_roster(&config, &file),
         Command::Readers => readers(),
         Command::Hub { config, command } => crate::hub_cli::run(&config, command),
-        Command::Run { config } => load(&config).and_then(|c| serve(c, Extras::default(), false)),
+        Command::Run { config } => load(&config).and_then(|c| serve(c, Extras::default())),
         Command::Demo {
             listen,
             data_dir,
@@ -257,27 +258,39 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Runs the daemon until SIGTERM or Ctrl-C.
-fn serve(config: Config, extras: Extras, demo: bool) -> anyhow::Result<()> {
+fn serve(config: Config, extras: Extras) -> anyhow::Result<()> {
     let rt = runtime()?;
-    let result = rt.block_on(async move {
-        let app = App::build(config, extras).await?;
-        let addr = app.local_addr()?;
-        // Printed on stdout, one line, so scripts and tests can find the port.
-        println!("kiosk listening on http://{addr}/");
-        if demo {
-            println!("Kiosk screen:  http://{addr}/");
-            println!("Status (JSON): http://{addr}/api/v1/status");
-            println!("Visits (JSON): http://{addr}/api/v1/visits");
-            println!("A simulated reader taps a sample card every few seconds. Ctrl-C stops.");
-        }
-        let _ = std::io::stdout().flush();
-        let cancel = CancellationToken::new();
-        tokio::spawn(stop_on_signal(cancel.clone()));
-        app.run_until_stopped(cancel).await
-    });
+    let result = rt.block_on(serve_async(config, extras, None));
     // Never wait forever for a blocking task at exit: the daemon must stop.
     rt.shutdown_timeout(Duration::from_secs(2));
     result
+}
+
+/// The daemon on the current runtime. `demo_hub` is the demo's in-process hub, whose
+/// address is printed with the screen's.
+async fn serve_async(
+    config: Config,
+    extras: Extras,
+    demo_hub: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let app = App::build(config, extras).await?;
+    let addr = app.local_addr()?;
+    // Printed on stdout, one line, so scripts and tests can find the port.
+    println!("kiosk listening on http://{addr}/");
+    if let Some(hub) = demo_hub {
+        println!("Kiosk screen:  http://{addr}/");
+        println!("Status (JSON): http://{addr}/api/v1/status");
+        println!("Visits (JSON): http://{addr}/api/v1/visits");
+        println!("Metrics:       http://{addr}/metrics");
+        println!(
+            "Hub (in this process): http://{hub}/healthz; the kiosk pushes its visits there and pulls the roster from it."
+        );
+        println!("A simulated reader taps a sample card every few seconds. Ctrl-C stops.");
+    }
+    let _ = std::io::stdout().flush();
+    let cancel = CancellationToken::new();
+    tokio::spawn(stop_on_signal(cancel.clone()));
+    app.run_until_stopped(cancel).await
 }
 
 pub(crate) async fn stop_on_signal(cancel: CancellationToken) {
@@ -312,16 +325,12 @@ fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>, every: u64) -> 
             temp.path().to_owned()
         }
     };
-    let text = format!(
-        "[kiosk]\nid = \"demo\"\noffice = \"demo-office\"\noffice_name = \"滨江壹号 售楼处 · Demo\"\n\
-         time_zone = \"Asia/Shanghai\"\ndata_dir = {:?}\nlisten = \"{listen}\"\n",
-        data_dir.display().to_string()
-    );
-    let config = Config::parse(&text, Path::new("."))
-        .map_err(|p| anyhow::anyhow!("demo config is invalid: {p:?}"))?;
+    let hub_dir = data_dir.join("hub");
+    std::fs::create_dir_all(&hub_dir)
+        .with_context(|| format!("cannot create {}", hub_dir.display()))?;
+    let token_file = data_dir.join("hub.token");
     let roster = roster::parse_csv(SAMPLE_ROSTER)
         .map_err(|e| anyhow::anyhow!("sample roster is invalid: {e:?}"))?;
-    Store::open(&data_dir, identity(&config))?.import_roster(&roster)?;
     let cards = [
         "nfc:04A1B2C3D4E5F6", // gold member 张先生
         "nfc:04112233445566", // silver member 王女士
@@ -341,5 +350,43 @@ fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>, every: u64) -> 
             every: Duration::from_secs(every.max(1)),
         }),
     };
-    serve(config, extras, true)
+    let rt = runtime()?;
+    let result = rt.block_on(async move {
+        // The hub, in this process: the sample roster goes in there and reaches the
+        // kiosk by sync, as it would in an office.
+        let db = HubDb::open(&format!("sqlite:{}", hub_dir.join("hub.sqlite").display())).await?;
+        db.import(crate::hub_cli::hub_roster(&roster)).await?;
+        if db.kiosk("demo").await?.is_none() {
+            let token = kiosk_sync::auth::new_token();
+            db.add_kiosk("demo", "demo-office", &kiosk_sync::auth::hash(&token))
+                .await?;
+            std::fs::write(&token_file, format!("{token}\n"))
+                .with_context(|| format!("cannot write {}", token_file.display()))?;
+        }
+        let hub = Hub::build(
+            "127.0.0.1:0".parse()?,
+            db,
+            kiosk_config::DEFAULT_MAX_CONCURRENT_UPLOADS,
+            kiosk_config::DEFAULT_ROSTER_RETENTION,
+        )
+        .await?;
+        let hub_addr = hub.local_addr()?;
+        let text = format!(
+            "[kiosk]\nid = \"demo\"\noffice = \"demo-office\"\noffice_name = \"滨江壹号 售楼处 · Demo\"\n\
+             time_zone = \"Asia/Shanghai\"\ndata_dir = {:?}\nlisten = \"{listen}\"\n\n\
+             [sync]\nhub = \"http://{hub_addr}\"\ntoken_file = {:?}\ninitial_delay = \"0s\"\npull_interval = \"5s\"\n",
+            data_dir.display().to_string(),
+            token_file.display().to_string(),
+        );
+        let config = Config::parse(&text, Path::new("."))
+            .map_err(|p| anyhow::anyhow!("demo config is invalid: {p:?}"))?;
+        let hub_stop = CancellationToken::new();
+        let hub_task = tokio::spawn(hub.run_until_stopped(hub_stop.clone()));
+        let result = serve_async(config, extras, Some(hub_addr)).await;
+        hub_stop.cancel();
+        let _ = hub_task.await;
+        result
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
 }
