@@ -23,6 +23,7 @@ use uuid::Uuid;
 use kiosk_device::{ReaderKind, ReaderUpdate};
 
 use crate::store::{ReadDb, Recorded, StoreError, VisitView};
+use crate::sync_side::SyncStatus;
 
 /// The kiosk screen, embedded so the kiosk works with no network at all.
 const SCREEN_HTML: &str = include_str!("../assets/screen.html");
@@ -459,8 +460,49 @@ async fn visits(
     Ok(Json(serde_json::json!({"day": day, "visits": list})))
 }
 
+/// The status page's `sync` object: what the store knows (backlog, last push and pull,
+/// cursor, quarantine), plus `extra` keys from whoever knows more (the live sync
+/// client: hub URL, reachability, last error), which win over the store's.
+pub fn sync_json(
+    status: &SyncStatus,
+    now: jiff::Timestamp,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let latest: Vec<serde_json::Value> = status
+        .quarantine_latest
+        .iter()
+        .map(|q| {
+            serde_json::json!({
+                "seq": q.seq,
+                "record_id": q.record_id,
+                "kind": q.kind,
+                "reason": q.reason,
+                "at": q.at,
+            })
+        })
+        .collect();
+    let mut sync = serde_json::json!({
+        "backlog": status.backlog,
+        "oldest_unsent_at": status.oldest_unsent_at,
+        // Clamped: a clock set back must not show a negative age.
+        "oldest_unsent_age_s": status
+            .oldest_unsent_at
+            .map(|t| now.duration_since(t).as_secs().max(0)),
+        "last_push_at": status.last_push_at,
+        "last_pull_at": status.last_pull_at,
+        "roster_cursor": status.roster_cursor,
+        "roster_skipped": status.roster_skipped,
+        "quarantine": {"count": status.quarantine_count, "latest": latest},
+    });
+    if let Some(object) = sync.as_object_mut() {
+        object.extend(extra);
+    }
+    sync
+}
+
 async fn status(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     let counts = s.db.counts().await?;
+    let sync = s.db.sync_status().await?;
     let readers = s.board.readers();
     let services = s.board.services();
     let mut problems = Vec::new();
@@ -506,5 +548,6 @@ async fn status(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, Ap
         "visits_today": counts.visits_today,
         "outbox_backlog": counts.outbox_backlog,
         "roster_cards": counts.cards,
+        "sync": sync_json(&sync, jiff::Timestamp::now(), serde_json::Map::new()),
     })))
 }

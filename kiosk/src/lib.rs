@@ -6,3 +6,4 @@ pub mod cli;
 pub mod roster;
 pub mod rules;
 pub mod store;
+pub mod sync_side;
