@@ -23,6 +23,7 @@ use uuid::Uuid;
 use kiosk_device::{ReaderKind, ReaderUpdate};
 
 use crate::store::{ReadDb, Recorded, StoreError, VisitView};
+use crate::sync_side::SyncStatus;
 
 /// The kiosk screen, embedded so the kiosk works with no network at all.
 const SCREEN_HTML: &str = include_str!("../assets/screen.html");
@@ -462,6 +463,9 @@ async fn visits(
     Ok(Json(serde_json::json!({"day": day, "visits": list})))
 }
 
+/// Unsent visits older than this, with the hub unreachable, are a problem on the status page.
+const UNREACHABLE_PROBLEM_AFTER_S: i64 = 600;
+
 /// Prometheus text: gauges read from the store at scrape time, counters kept by the
 /// sync client as it works.
 async fn metrics_text(State(s): State<ApiState>) -> Result<Response, ApiError> {
@@ -469,6 +473,31 @@ async fn metrics_text(State(s): State<ApiState>) -> Result<Response, ApiError> {
     metrics::gauge!("kiosk_visits_today").set(counts.visits_today as f64);
     metrics::gauge!("kiosk_outbox_backlog").set(counts.outbox_backlog as f64);
     metrics::gauge!("kiosk_roster_cards").set(counts.cards as f64);
+    let sync_status = s.db.sync_status().await?;
+    let now = jiff::Timestamp::now();
+    metrics::gauge!("kiosk_outbox_oldest_unsent_age_seconds").set(
+        sync_status
+            .oldest_unsent_at
+            .map_or(0.0, |t| now.duration_since(t).as_secs_f64().max(0.0)),
+    );
+    metrics::gauge!("kiosk_quarantine_records").set(sync_status.quarantine_count as f64);
+    for (name, at) in [
+        (
+            "kiosk_sync_last_push_timestamp_seconds",
+            sync_status.last_push_at,
+        ),
+        (
+            "kiosk_sync_last_pull_timestamp_seconds",
+            sync_status.last_pull_at,
+        ),
+    ] {
+        if let Some(at) = at {
+            metrics::gauge!(name).set(at.as_second() as f64);
+        }
+    }
+    if let Some(cursor) = sync_status.roster_cursor {
+        metrics::gauge!("kiosk_roster_cursor").set(cursor as f64);
+    }
     if let Some(sync) = &s.sync {
         let r = sync.report();
         if let Some(up) = r.hub_reachable {
@@ -486,15 +515,92 @@ async fn metrics_text(State(s): State<ApiState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
+/// The status page's `sync` object: what the store knows (backlog, last push and pull,
+/// cursor, quarantine), plus `extra` keys from whoever knows more (the live sync
+/// client: hub URL, reachability, last error), which win over the store's.
+pub fn sync_json(
+    status: &SyncStatus,
+    now: jiff::Timestamp,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let latest: Vec<serde_json::Value> = status
+        .quarantine_latest
+        .iter()
+        .map(|q| {
+            serde_json::json!({
+                "seq": q.seq,
+                "record_id": q.record_id,
+                "kind": q.kind,
+                "reason": q.reason,
+                "at": q.at,
+            })
+        })
+        .collect();
+    let mut sync = serde_json::json!({
+        "backlog": status.backlog,
+        "oldest_unsent_at": status.oldest_unsent_at,
+        // Clamped: a clock set back must not show a negative age.
+        "oldest_unsent_age_s": status
+            .oldest_unsent_at
+            .map(|t| now.duration_since(t).as_secs().max(0)),
+        "last_push_at": status.last_push_at,
+        "last_pull_at": status.last_pull_at,
+        "roster_cursor": status.roster_cursor,
+        "roster_skipped": status.roster_skipped,
+        "quarantine": {"count": status.quarantine_count, "latest": latest},
+    });
+    if let Some(object) = sync.as_object_mut() {
+        object.extend(extra);
+    }
+    sync
+}
+
 async fn status(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
     let counts = s.db.counts().await?;
+    let sync = s.db.sync_status().await?;
     let readers = s.board.readers();
     let services = s.board.services();
+    let now = jiff::Timestamp::now();
     let mut problems = Vec::new();
     for svc in &services {
         if !svc.up {
             problems.push(svc.detail.clone());
         }
+    }
+    let mut live = serde_json::Map::new();
+    live.insert("configured".into(), s.sync.is_some().into());
+    if let Some(client) = &s.sync {
+        let r = client.report();
+        if r.auth_refused {
+            problems.push(format!(
+                "sync: {}; visits wait here, nothing is lost",
+                r.last_error
+                    .as_deref()
+                    .unwrap_or("the hub refused this kiosk's token")
+            ));
+        } else if r.hub_reachable == Some(false) {
+            let waiting = sync
+                .oldest_unsent_at
+                .map_or(0, |t| now.duration_since(t).as_secs().max(0));
+            // A short outage is normal; say so only when visits have waited a while.
+            if waiting >= UNREACHABLE_PROBLEM_AFTER_S {
+                problems.push(format!(
+                    "sync: the hub at {} has been unreachable for over {} min; {} visit(s) wait here, safe, and go up when it answers",
+                    r.hub,
+                    waiting / 60,
+                    sync.backlog
+                ));
+            }
+        }
+        if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&r) {
+            live.extend(map);
+        }
+    }
+    if sync.quarantine_count > 0 {
+        problems.push(format!(
+            "sync: the hub rejected {} record(s); they are kept in quarantine (see sync.quarantine) and need a look",
+            sync.quarantine_count
+        ));
     }
     // Serial readers are configured one by one, so each missing one is a problem; PC/SC
     // readers are matched by pattern and judged together below.
@@ -533,5 +639,6 @@ async fn status(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, Ap
         "visits_today": counts.visits_today,
         "outbox_backlog": counts.outbox_backlog,
         "roster_cards": counts.cards,
+        "sync": sync_json(&sync, now, live),
     })))
 }

@@ -20,11 +20,59 @@ use crate::rules::{self, CardFacts, Decision, TapFacts, VisitKind};
 /// The store's file inside `data_dir`.
 pub const DB_FILE: &str = "kiosk.sqlite";
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
+
+/// What schema version 3 added for sync, in a macro so that the new-database schema
+/// and the 2 → 3 migration are the same text.
+macro_rules! schema_v3 {
+    () => {
+        r#"
+-- The one upstream batch frozen before its first send, so every retry sends the same
+-- bytes; gone once the hub's answer is applied or the batch is discarded. AUTOINCREMENT
+-- so a batch id is never reused: a stale answer can never settle a later batch.
+CREATE TABLE IF NOT EXISTS push_batch (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    first_seq  INTEGER NOT NULL,
+    last_seq   INTEGER NOT NULL,
+    records    INTEGER NOT NULL,
+    body       BLOB NOT NULL,
+    created_at TEXT NOT NULL
+) STRICT;
+
+-- Outbox rows the hub rejected, with its reason: kept for staff to see. The hub holds
+-- them as rejects, so they count as sent and never block the queue.
+CREATE TABLE IF NOT EXISTS quarantine (
+    seq       INTEGER PRIMARY KEY,
+    record_id TEXT NOT NULL,
+    kind      TEXT NOT NULL,
+    body      TEXT NOT NULL,
+    reason    TEXT NOT NULL,
+    at        TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS brokers (
+    id      TEXT PRIMARY KEY,
+    name    TEXT NOT NULL,
+    company TEXT
+) STRICT;
+
+-- Unsent rows are a short tail of a long outbox: finding the oldest, the next batch
+-- and the backlog reads this small index, not the whole table.
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
+
+-- The roster log deletes a customer with their cards and a consultant by clearing
+-- their customers; without these, each such delete (and its foreign-key check)
+-- would scan a million cards.
+CREATE INDEX IF NOT EXISTS cards_by_customer ON cards (customer_id);
+CREATE INDEX IF NOT EXISTS customers_by_consultant ON customers (consultant_id);
+"#
+    };
+}
 
 /// The whole schema at `SCHEMA_VERSION`, for a new database. A database written by an
 /// older kiosk is brought here by `MIGRATIONS` instead, so a change here needs one there.
-const SCHEMA: &str = r#"
+const SCHEMA: &str = concat!(
+    r#"
 -- Which kiosk this database belongs to: seq is per kiosk, so a database must never
 -- change hands (a cloned SD card, an edited kiosk.id) silently.
 CREATE TABLE IF NOT EXISTS meta (
@@ -94,13 +142,18 @@ CREATE TABLE IF NOT EXISTS outbox (
     body      TEXT NOT NULL,
     sent_at   TEXT
 ) STRICT;
-"#;
+"#,
+    schema_v3!()
+);
 
 /// `MIGRATIONS[n - 1]` takes a database from version `n` to `n + 1`, keeping its data.
 /// A migrated database must end up like a new one; the store's tests compare them.
 const MIGRATIONS: &[&str] = &[
     // 1 → 2: cards given as DEZ8.
     "ALTER TABLE cards ADD COLUMN low24_only INTEGER NOT NULL DEFAULT 0 CHECK (low24_only IN (0, 1));",
+    // 2 → 3: sync's frozen batch, quarantine, brokers and indexes; the roster cursor
+    // and the last push and pull times are rows of `meta`.
+    schema_v3!(),
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
 
@@ -316,6 +369,11 @@ impl Store {
             }
         }
         Ok(Store { conn, identity })
+    }
+
+    /// The connection, for sync's jobs (`sync_side`), which run on the writer like taps.
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     /// Records a tap (visit + outbox row, one transaction) and returns what to show.
@@ -683,7 +741,8 @@ impl Writer {
     }
 }
 
-/// A read-only connection for the HTTP API, used from `spawn_blocking`.
+/// A read-only connection for the HTTP API, used from `spawn_blocking`. Sync's reads
+/// (its status, the rows of the next batch) are in `sync_side`.
 #[derive(Debug, Clone)]
 pub struct ReadDb {
     conn: Arc<Mutex<Connection>>,
@@ -700,7 +759,8 @@ impl ReadDb {
         })
     }
 
-    async fn with<R: Send + 'static>(
+    /// Runs `f` with the read connection on a blocking thread.
+    pub(crate) async fn with<R: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
     ) -> Result<R, StoreError> {

@@ -56,7 +56,9 @@ pub trait KioskSide: Send + Sync + 'static {
 
     /// Applies the hub's answer to `batch`, in one transaction:
     /// - each `Rejected` item goes to the quarantine table (with its reason);
-    /// - outbox rows with `seq <= reply.high_water` are marked sent at `at`;
+    /// - outbox rows of this batch with `seq <= reply.high_water` are marked sent at
+    ///   `at` (never rows past the batch: a rejected row there, from a batch whose reply
+    ///   was lost, must come back to be quarantined; resending it costs a duplicate);
     /// - when `reply.high_water < batch.first_seq - 1`, the hub lacks rows this kiosk
     ///   marked sent before: rows above the high-water are unmarked, to be sent again;
     /// - the frozen batch is forgotten, and `at` stored as the last successful push.
