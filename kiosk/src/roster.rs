@@ -498,10 +498,10 @@ mod tests {
                 ],
             ),
             (
-                "card,customer_id,surname,title,phone\n",
+                "card,customer_id,surname,title,mobile\n",
                 "raw",
                 &[
-                    "line 1: unknown column \"phone\"",
+                    "line 1: unknown column \"mobile\"",
                     "line 1: required column \"tier\" is missing",
                 ],
             ),
@@ -581,6 +581,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn names_and_phones_are_for_the_hub_and_one_phone_is_one_customer() {
+        let header = "card,customer_id,surname,title,tier,name,phone\n";
+        let good = format!(
+            "{header}nfc:04A1B2C3,C1,张,mr,gold,张伟,+86 138-0013-8000\nnfc:04A1B2C4,C1,张,mr,gold,张伟,13800138000\nnfc:04A1B2C5,C2,王,ms,normal,,\n"
+        );
+        let roster = parse_csv(good.as_bytes()).expect("valid");
+        assert_eq!(roster.customers["C1"].phone.as_deref(), Some("13800138000"));
+        assert_eq!(roster.customers["C1"].name.as_deref(), Some("张伟"));
+        assert_eq!(roster.customers["C2"].phone, None);
+        let bad = format!(
+            "{header}nfc:04A1B2C3,C1,张,mr,gold,,13800138000\nnfc:04A1B2C4,C2,王,ms,gold,,138 0013 8000\nnfc:04A1B2C5,C3,李,ms,gold,,call me\n"
+        );
+        let shown: Vec<String> = parse_csv(bad.as_bytes())
+            .expect_err("conflicts")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for want in [
+            "line 3: phone: the same number is on line 2 for customer C1",
+            "line 4: phone: \"call me\" is not a phone number",
+        ] {
+            assert!(
+                shown.iter().any(|s| s.contains(want)),
+                "{want:?} in {shown:#?}"
+            );
+        }
+        // The customer's phone and full name appear in no message about another row.
+        assert!(shown.iter().all(|s| !s.contains("张伟")));
     }
 
     #[test]
