@@ -26,8 +26,10 @@ use super::sqlite::SqliteHub;
 pub enum HubStoreError {
     #[error("SQLite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("PostgreSQL: {0}")]
-    Postgres(#[from] tokio_postgres::Error),
+    /// Shown with its causes: tokio-postgres's own message alone is "db error".
+    /// Not marked as the source, so a chain printer does not repeat them.
+    #[error("PostgreSQL: {}", with_causes(.0))]
+    Postgres(tokio_postgres::Error),
     #[error("PostgreSQL pool: {0}")]
     Pool(String),
     #[error(
@@ -42,6 +44,30 @@ pub enum HubStoreError {
     NotFound { entity: &'static str, key: String },
     #[error("the store's worker has stopped")]
     Gone,
+    /// A stored value this hub cannot read back (a body that is not JSON, a negative
+    /// seq): someone edited the database by hand, or it is damaged.
+    #[error(
+        "the hub database holds a value this hub cannot read ({0}); restore it from a backup or fix that row"
+    )]
+    Corrupt(String),
+}
+
+impl From<tokio_postgres::Error> for HubStoreError {
+    fn from(e: tokio_postgres::Error) -> HubStoreError {
+        HubStoreError::Postgres(e)
+    }
+}
+
+/// An error's message followed by each of its causes': `a: b: c`.
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// A roster write that would break a rule; the message names ids, never a phone's owner details.
@@ -125,7 +151,8 @@ pub enum Incoming {
     /// A record of a kind this hub knows. `raw` is the line as received, stored as-is.
     Record { record: Record, raw: String },
     /// A line the hub cannot take (bad JSON, unknown kind, wrong kiosk, …). Kept as a
-    /// reject; when it carries a seq, that seq counts as held.
+    /// reject; when it carries a seq, that seq counts as held and a resent line is
+    /// kept once. Without a seq there is no key to know a resend by: kept each time.
     Reject {
         seq: Option<u64>,
         id: Option<Uuid>,
@@ -243,6 +270,9 @@ impl HubDb {
     /// Stores a batch from `kiosk_id` in one transaction and answers per line, in order.
     /// `received_at` is the hub's clock. Records whose `kiosk_id` differs from the
     /// caller's were already turned into `Incoming::Reject` by the HTTP layer.
+    /// A record neither database can hold as such (a seq past `i64::MAX`, a NUL
+    /// character in a text field) is answered `Rejected` and kept as a reject, so it
+    /// never fails the batch on every retry. `NotFound` when the kiosk has no row.
     pub async fn store_batch(
         &self,
         kiosk_id: &str,
