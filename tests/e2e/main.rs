@@ -170,7 +170,7 @@ async fn a_member_tap_greets_and_is_stored_with_status() {
     let health = s.kiosk.get_json("/healthz").await;
     assert_eq!(health["status"], "ok");
 
-    let wrong = reqwest::Client::new()
+    let wrong = kiosk_tests::http_client()
         .post(s.kiosk.url("/api/v1/status"))
         .send()
         .await

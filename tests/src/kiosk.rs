@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -77,48 +77,93 @@ impl KioskDir {
 
     /// Starts `kiosk run` and waits until it prints the address it listens on.
     pub fn start(&self) -> Running {
-        let log = std::fs::File::create(self.dir.path().join("kiosk.log")).expect("log file");
-        let stderr = if std::env::var_os("KIOSK_TEST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::from(log)
-        };
-        let mut child = Command::new(&self.bin)
-            .arg("run")
-            .arg("--config")
-            .arg(self.config())
-            .env(
-                "KIOSK_LOG",
-                std::env::var("KIOSK_TEST_LOG").unwrap_or_else(|_| "debug".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn kiosk run");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("kiosk listening on ") {
-                    let _ = tx.send(rest.trim_end_matches('/').to_owned());
-                }
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(base) => base,
-            Err(_) => {
-                let _ = child.kill();
-                let log =
-                    std::fs::read_to_string(self.dir.path().join("kiosk.log")).unwrap_or_default();
-                panic!("kiosk did not report its address within 30 s; its log:\n{log}");
-            }
-        };
+        let mut command = Command::new(&self.bin);
+        command.arg("run").arg("--config").arg(self.config());
+        let (child, base) = spawn_until_line(
+            command,
+            "kiosk listening on ",
+            &self.dir.path().join("kiosk.log"),
+            "kiosk",
+        );
         Running {
             child,
             base,
             reaped: false,
         }
+    }
+}
+
+/// Spawns a daemon and waits for its stdout line starting with `prefix`; returns the
+/// child and the rest of that line without a trailing `/` (its base URL).
+///
+/// stderr is appended to `log` (so a restarted daemon's earlier runs stay readable),
+/// or inherited when KIOSK_TEST_LOG is set, which is also the daemon's KIOSK_LOG.
+/// stdout is read to its end on a thread, so the daemon never blocks on a full pipe.
+pub(crate) fn spawn_until_line(
+    mut command: Command,
+    prefix: &'static str,
+    log: &Path,
+    what: &str,
+) -> (Child, String) {
+    let stderr = if std::env::var_os("KIOSK_TEST_LOG").is_some() {
+        Stdio::inherit()
+    } else {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        Stdio::from(file)
+    };
+    let mut child = command
+        .env(
+            "KIOSK_LOG",
+            std::env::var("KIOSK_TEST_LOG").unwrap_or_else(|_| "debug".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let _ = tx.send(rest.trim_end_matches('/').to_owned());
+            }
+        }
+    });
+    // The sender goes away if the daemon exits first, which ends the wait at once.
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(base) => (child, base),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("{what} did not report its address within 30 s; its log:\n{log}");
+        }
+    }
+}
+
+/// Waits for process `pid` (a child of ours) to exit, up to `limit`, and reaps it.
+pub(crate) fn wait_pid(pid: u32, limit: Duration) -> Option<ExitStatus> {
+    let (tx, rx) = mpsc::channel();
+    // waitpid blocks; a helper thread waits so we can stop at the deadline.
+    let waiter = std::thread::spawn(move || {
+        let status = nix::sys::wait::waitpid(Pid::from_raw(pid as i32), None);
+        let _ = tx.send(status);
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(nix::sys::wait::WaitStatus::Exited(_, code))) => {
+            let _ = waiter.join();
+            Some(std::os::unix::process::ExitStatusExt::from_raw(code << 8))
+        }
+        Ok(Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _))) => {
+            let _ = waiter.join();
+            Some(std::os::unix::process::ExitStatusExt::from_raw(sig as i32))
+        }
+        _ => None,
     }
 }
 
@@ -138,7 +183,11 @@ impl Running {
     }
 
     pub async fn get_json(&self, path: &str) -> serde_json::Value {
-        let resp = reqwest::get(self.url(path)).await.expect("GET");
+        let resp = crate::http_client()
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET");
         assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
         resp.json().await.expect("JSON body")
     }
@@ -149,28 +198,9 @@ impl Running {
 
     /// Waits for the process to exit, up to `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        let (tx, rx) = mpsc::channel();
-        let pid = self.child.id();
-        // Child::wait blocks; a helper thread waits so we can stop at the deadline.
-        let waiter = std::thread::spawn(move || {
-            let status = nix::sys::wait::waitpid(Pid::from_raw(pid as i32), None);
-            let _ = tx.send(status);
-        });
-        let result = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-        match result {
-            Ok(Ok(nix::sys::wait::WaitStatus::Exited(_, code))) => {
-                let _ = waiter.join();
-                self.reaped = true;
-                Some(std::os::unix::process::ExitStatusExt::from_raw(code << 8))
-            }
-            Ok(Ok(nix::sys::wait::WaitStatus::Signaled(_, sig, _))) => {
-                let _ = waiter.join();
-                self.reaped = true;
-                Some(std::os::unix::process::ExitStatusExt::from_raw(sig as i32))
-            }
-            _ => None,
-        }
+        let status = wait_pid(self.child.id(), limit);
+        self.reaped |= status.is_some();
+        status
     }
 }
 

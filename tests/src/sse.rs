@@ -21,7 +21,9 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn connect(url: &str) -> SseClient {
-        let response = reqwest::get(url)
+        let response = crate::http_client()
+            .get(url)
+            .send()
             .await
             .unwrap_or_else(|e| panic!("cannot open the event stream {url}: {e}"));
         assert!(
