@@ -87,6 +87,8 @@ impl App {
             }
             None => None,
         };
+        // Before any task counts anything: the recorder must exist first.
+        kiosk_sync::telemetry::prometheus();
         let (events, _) = broadcast::channel(256);
         let board = Board::default();
         for reader in &config.readers {

@@ -19,12 +19,17 @@ pub struct KioskDir {
 impl KioskDir {
     /// A folder whose `kiosk.toml` has `[kiosk]` on port 0 plus `extra` (readers, reception).
     pub fn new(bin: &str, extra: &str) -> KioskDir {
+        KioskDir::with_id(bin, "test-kiosk", "test-office", extra)
+    }
+
+    /// A folder for kiosk `id` of `office` (several kiosks of one office, or of many).
+    pub fn with_id(bin: &str, id: &str, office: &str, extra: &str) -> KioskDir {
         let dir = tempfile::Builder::new()
             .prefix("kiosk-test-")
             .tempdir()
             .expect("temp dir");
         let config = format!(
-            "[kiosk]\nid = \"test-kiosk\"\noffice = \"test-office\"\ntime_zone = \"Asia/Shanghai\"\n\
+            "[kiosk]\nid = \"{id}\"\noffice = \"{office}\"\ntime_zone = \"Asia/Shanghai\"\n\
              data_dir = \"data\"\nlisten = \"127.0.0.1:0\"\n\n{extra}\n"
         );
         std::fs::write(dir.path().join("kiosk.toml"), config).expect("write config");
@@ -190,6 +195,24 @@ impl Running {
             .expect("GET");
         assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
         resp.json().await.expect("JSON body")
+    }
+
+    /// kill -9, and reap.
+    pub fn kill9(&mut self) {
+        self.signal(Signal::SIGKILL);
+        assert!(
+            self.wait_exit(Duration::from_secs(15)).is_some(),
+            "the kiosk did not die on SIGKILL"
+        );
+    }
+
+    /// SIGTERM, and wait for a clean exit.
+    pub fn stop(&mut self) {
+        self.signal(Signal::SIGTERM);
+        let status = self
+            .wait_exit(Duration::from_secs(15))
+            .expect("the kiosk did not stop within 15 s of SIGTERM");
+        assert!(status.success(), "the kiosk exited with {status}");
     }
 
     pub fn signal(&self, signal: Signal) {
