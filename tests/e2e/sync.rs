@@ -445,3 +445,211 @@ async fn roster_changes_reach_a_running_kiosk_and_an_expired_cursor_takes_a_snap
 async fn roster_changes_reach_a_running_kiosk_and_an_expired_cursor_takes_a_snapshot_postgres() {
     roster(Backend::Postgres).await;
 }
+
+/// A visit record as a kiosk would send it (the wire shape of `sync::wire::VisitRecord`).
+fn visit_line(kiosk: &str, seq: u64, card: &str, customer: Option<&str>, day: &str) -> String {
+    serde_json::json!({
+        "kind": "visit",
+        "record": {
+            "id": uuid::Uuid::now_v7(),
+            "kiosk_id": kiosk,
+            "office_id": OFFICE,
+            "seq": seq,
+            "source": "handheld:pda-07",
+            "method": "manual",
+            "card": card,
+            "customer_id": customer,
+            "outcome": if customer.is_some() { "welcome" } else { "unknown" },
+            "kind": customer.map(|_| "revisit"),
+            "consultant_id": null,
+            "stand_in": false,
+            "device_time": "2026-11-23T02:00:00Z",
+            "recorded_at": "2026-11-23T02:00:00.001Z",
+            "office_day": day,
+        }
+    })
+    .to_string()
+}
+
+/// POSTs a batch as kiosk `id` would; returns the hub's answer.
+async fn push_as(hub_base: &str, id: &str, token: &str, lines: &[String]) -> Value {
+    let body = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let gz = {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(body.as_bytes()).expect("gzip");
+        e.finish().expect("gzip")
+    };
+    let response = kiosk_tests::http_client()
+        .post(format!("{hub_base}/sync/v1/records"))
+        .bearer_auth(token)
+        .header("x-kiosk-id", id)
+        .header("x-kiosk-protocol", "1")
+        .header("content-type", "application/x-ndjson")
+        .header("content-encoding", "gzip")
+        .body(gz)
+        .send()
+        .await
+        .expect("push");
+    assert_eq!(response.status(), 200, "push as {id}");
+    response.json().await.expect("reply")
+}
+
+fn read_token(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path)
+        .expect("token file")
+        .trim()
+        .to_owned()
+}
+
+async fn two_kiosks_and_a_handheld(backend: Backend) {
+    let hub_setup = hub_dir(backend);
+    let hub_dir = &hub_setup.dir;
+    assert!(hub_dir.import(MEMBERS).status.success());
+    let hub = hub_dir.start();
+    let mut a = SyncedKiosk::new(hub_dir, "kiosk-a", &hub.base);
+    let mut b = SyncedKiosk::new(hub_dir, "kiosk-b", &hub.base);
+    let (ka, kb) = (a.dir.start(), b.dir.start());
+    for k in [&ka, &kb] {
+        wait_until("the roster snapshot", WAIT, || async {
+            (sync_status(k).await["roster_cursor"].as_u64().is_some()).then_some(())
+        })
+        .await;
+    }
+    // The same member taps at both kiosks of the office.
+    a.scan(["MEMBER-1".to_owned()]);
+    b.scan(["MEMBER-1".to_owned()]);
+    let (outcome_a, visit_a) = nth_outcome(&ka, 1).await;
+    let (outcome_b, _) = nth_outcome(&kb, 1).await;
+    assert_eq!(
+        (outcome_a.as_str(), outcome_b.as_str()),
+        ("welcome", "welcome")
+    );
+    let day = visit_a["office_day"]
+        .as_str()
+        .expect("office day")
+        .to_owned();
+    // And a consultant records the same customer on a handheld; handheld posts come
+    // with the reception issue, so a third sender stands in for the kiosk it posts to.
+    let token_c = hub_dir.path().join("kiosk-c.token");
+    hub_dir.add_kiosk("kiosk-c", OFFICE, &token_c);
+    let reply = push_as(
+        &hub.base,
+        "kiosk-c",
+        &read_token(&token_c),
+        &[visit_line("kiosk-c", 1, "qr:MEMBER-1", Some("C0001"), &day)],
+    )
+    .await;
+    assert_eq!(reply["items"][0]["status"], "inserted", "{reply}");
+    for k in [&ka, &kb] {
+        wait_drained(k).await;
+    }
+    // Three records kept as evidence, one office visit counted for the day.
+    let report = hub.day_report(OFFICE, &day).await;
+    assert_eq!(report["records"], 3, "{report}");
+    assert_eq!(report["office_visits"], 1, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_kiosks_and_a_handheld_keep_three_records_and_count_one_office_visit_sqlite() {
+    two_kiosks_and_a_handheld(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_kiosks_and_a_handheld_keep_three_records_and_count_one_office_visit_postgres() {
+    two_kiosks_and_a_handheld(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hub_processes_on_one_postgres_store_concurrent_copies_once() {
+    let setup = hub_dir(Backend::Postgres);
+    let first = setup.dir.start();
+    // A second process on the same database, as behind a load balancer.
+    let second_dir = HubDir::postgres(BIN, setup._db.as_ref().expect("database").url());
+    let second = second_dir.start();
+    let token_file = setup.dir.path().join("k.token");
+    setup.dir.add_kiosk(KIOSK, OFFICE, &token_file);
+    let token = read_token(&token_file);
+    let mut seq = 0;
+    let mut inserted = 0;
+    for _ in 0..20 {
+        let lines: Vec<String> = (0..100)
+            .map(|_| {
+                seq += 1;
+                visit_line(KIOSK, seq, &format!("qr:LB-{seq}"), None, "2026-11-23")
+            })
+            .collect();
+        // The same batch reaches both processes at once (a retry through another one).
+        let (r1, r2) = tokio::join!(
+            push_as(&first.base, KIOSK, &token, &lines),
+            push_as(&second.base, KIOSK, &token, &lines)
+        );
+        for (i1, i2) in r1["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .zip(r2["items"].as_array().expect("items"))
+        {
+            let pair = (i1["status"].as_str(), i2["status"].as_str());
+            assert!(
+                matches!(
+                    pair,
+                    (Some("inserted"), Some("duplicate")) | (Some("duplicate"), Some("inserted"))
+                ),
+                "each record is inserted by exactly one process: {pair:?}"
+            );
+            inserted += 1;
+        }
+        assert_eq!(r1["high_water"], seq);
+        assert_eq!(r2["high_water"], seq);
+    }
+    assert_eq!(inserted, 2000);
+    // The second folder's admin token replaced the first's (one per database).
+    let records = second.all_records(KIOSK).await;
+    assert_eq!(records.len(), 2000);
+    let ids: BTreeSet<&str> = records.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids.len(), 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_keeps_every_visit_until_it_is_fixed() {
+    let setup = hub_dir(Backend::Sqlite);
+    let hub = setup.dir.start();
+    let mut k = SyncedKiosk::new(&setup.dir, KIOSK, &hub.base);
+    let token_file = k.dir.path().join("hub.token");
+    let good = read_token(&token_file);
+    std::fs::write(
+        &token_file,
+        "kt_0000000000000000000000000000000000000000000000000000000000000000\n",
+    )
+    .expect("write token");
+    let kiosk = k.dir.start();
+    k.scan(payloads("NO-TOKEN", 0..25));
+    let status = wait_until("the hub to refuse the token", WAIT, || async {
+        let s = kiosk.get_json("/api/v1/status").await;
+        (s["sync"]["auth_refused"] == true && s["sync"]["backlog"] == 25).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        status["sync"]["push_failures"], 0,
+        "a 401 never counts: {status}"
+    );
+    assert!(
+        status["problems"]
+            .as_array()
+            .expect("problems")
+            .iter()
+            .any(|p| p
+                .as_str()
+                .unwrap_or("")
+                .contains("refused this kiosk's token")),
+        "{status}"
+    );
+    assert!(hub.all_records(KIOSK).await.is_empty());
+    // IT puts the right token in place; the kiosk reads it on its next attempt.
+    std::fs::write(&token_file, format!("{good}\n")).expect("write token");
+    wait_drained(&kiosk).await;
+    let cards = hub_cards(&hub, KIOSK, 25).await;
+    assert_exactly(&cards, &payloads("NO-TOKEN", 0..25));
+    assert_eq!(sync_status(&kiosk).await["auth_refused"], false);
+}
