@@ -360,8 +360,7 @@ async fn push(
     let Ok(_permit) = s.uploads.clone().try_acquire_owned() else {
         metrics::counter!("hub_uploads_turned_away_total").increment(1);
         // Jittered, so the kiosks turned away together don't come back together.
-        let secs = 1 + u64::try_from(crate::backoff::uniform(Duration::from_secs(4)).as_secs())
-            .unwrap_or(0);
+        let secs = 1 + crate::backoff::uniform(Duration::from_secs(4)).as_secs();
         return Err(HubApiError {
             retry_after: Some(secs),
             ..HubApiError::new(
