@@ -429,18 +429,26 @@ impl PgHub {
             let ids: Vec<Uuid> = unexplained.iter().map(|(_, _, r)| r.id).collect();
             let seqs: Vec<i64> = unexplained.iter().map(|(_, _, r)| r.seq).collect();
             let stmt = tx.prepare_cached(EXPLAIN_CONFLICTS).await?;
-            let mut known = HashSet::new();
+            let mut known: HashMap<Uuid, (String, i64)> = HashMap::new();
             let mut holders = HashMap::new();
             for row in tx.query(&stmt, &[&kiosk_id, &ids, &seqs]).await? {
                 let id: Uuid = row.try_get(0)?;
-                if row.try_get::<_, &str>(1)? == kiosk_id {
-                    holders.insert(row.try_get::<_, i64>(2)?, id);
+                let (k, s): (String, i64) = (row.try_get(1)?, row.try_get(2)?);
+                if k == kiosk_id {
+                    holders.insert(s, id);
                 }
-                known.insert(id);
+                known.insert(id, (k, s));
             }
             for (i, seq, r) in unexplained {
-                let result = if known.contains(&r.id) {
-                    rows::item(seq, ItemStatus::Duplicate)
+                let result = if let Some((k, s)) = known.get(&r.id) {
+                    if k == kiosk_id && *s == r.seq {
+                        rows::item(seq, ItemStatus::Duplicate)
+                    } else {
+                        let row = RejectRow::id_taken(r, k, *s);
+                        let result = rows::rejected(seq, &row.reason);
+                        rejects.push((i, row));
+                        result
+                    }
                 } else {
                     // Only (kiosk_id, seq) is left to conflict on.
                     let holder = holders

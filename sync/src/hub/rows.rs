@@ -69,6 +69,24 @@ impl RejectRow {
     }
 }
 
+impl RejectRow {
+    /// A record whose id is already held under another `(kiosk_id, seq)` (a handheld's
+    /// retry through another kiosk, say): kept as evidence under the sender's seq, so
+    /// that seq counts as held and the sender's queue moves on.
+    pub(super) fn id_taken(record: RecordRow, holder_kiosk: &str, holder_seq: i64) -> RejectRow {
+        RejectRow {
+            seq: Some(record.seq),
+            record_id: Some(record.id),
+            kind: Some(record.kind.to_owned()),
+            reason: format!(
+                "record {} is already held as seq {holder_seq} of kiosk {holder_kiosk}; this copy is kept as a reject",
+                record.id
+            ),
+            raw: record.raw,
+        }
+    }
+}
+
 /// One line of a batch, ready for the database.
 #[derive(Debug)]
 pub(super) enum Line {

@@ -705,8 +705,8 @@ fn store_batch(
     let mut items = Vec::with_capacity(lines.len());
     {
         let mut insert = tx.prepare_cached(INSERT_RECORD)?;
-        let mut known = tx.prepare_cached("SELECT 1 FROM records WHERE id = ?1")?;
-        let mut holder =
+        let mut known = tx.prepare_cached("SELECT kiosk_id, seq FROM records WHERE id = ?1")?;
+        let mut seq_holder =
             tx.prepare_cached("SELECT id FROM records WHERE kiosk_id = ?1 AND seq = ?2")?;
         let mut reject = tx.prepare_cached(INSERT_REJECT)?;
         let mut keep = |r: &RejectRow| {
@@ -737,13 +737,26 @@ fn store_batch(
                         at,
                         r.raw
                     ])?;
+                    let holder: Option<(String, i64)> = if inserted == 1 {
+                        None
+                    } else {
+                        known
+                            .query_row([&id], |row| Ok((row.get(0)?, row.get(1)?)))
+                            .optional()?
+                    };
                     if inserted == 1 {
                         items.push(rows::item(seq, ItemStatus::Inserted));
-                    } else if known.exists([&id])? {
-                        items.push(rows::item(seq, ItemStatus::Duplicate));
+                    } else if let Some((k, s)) = holder {
+                        if k == kiosk_id && s == r.seq {
+                            items.push(rows::item(seq, ItemStatus::Duplicate));
+                        } else {
+                            let row = RejectRow::id_taken(r, &k, s);
+                            keep(&row)?;
+                            items.push(rows::rejected(seq, &row.reason));
+                        }
                     } else {
                         // Only (kiosk_id, seq) is left to conflict on.
-                        let other: String = holder
+                        let other: String = seq_holder
                             .query_row(params![kiosk_id, r.seq], |row| row.get(0))
                             .optional()?
                             .unwrap_or_else(|| "(unknown)".to_owned());

@@ -50,6 +50,7 @@ on_both_backends!(
     a_gap_holds_the_high_water_until_it_is_filled,
     a_reject_with_a_seq_counts_as_held,
     a_record_reusing_a_held_seq_is_rejected_naming_the_holder,
+    one_id_through_two_kiosks_is_stored_once_and_blocks_neither,
     a_line_no_database_can_hold_is_rejected_not_fatal,
     kiosks_are_added_once_and_revoked_once,
     roster_changes_follow_commit_order_and_page,
@@ -469,6 +470,36 @@ async fn a_reject_with_a_seq_counts_as_held(hub: &Hub) {
     assert_eq!(rejects[0].reason, "not valid JSON");
     assert_eq!(rejects[0].received_at, received_at());
     assert_eq!(db.record_count().await.expect("count"), 3);
+}
+
+/// A handheld that timed out at one kiosk and retried the same visit (same id) at
+/// another: the copy is kept as a reject under the second kiosk's seq, so that kiosk's
+/// high-water moves on instead of stopping below it for good.
+async fn one_id_through_two_kiosks_is_stored_once_and_blocks_neither(hub: &Hub) {
+    let db = &hub.db;
+    for k in [KIOSK, "k2"] {
+        db.add_kiosk(k, OFFICE, "hash").await.expect("add kiosk");
+    }
+    let original = visit(KIOSK, 1);
+    store(db, vec![line(original.clone())]).await;
+    let mut copy = original.clone();
+    copy.kiosk_id = "k2".into();
+    copy.seq = 1;
+    for _ in 0..2 {
+        let reply = db
+            .store_batch("k2", vec![line(copy.clone())], received_at())
+            .await
+            .expect("store");
+        assert_eq!(statuses(&reply), vec![ItemStatus::Rejected]);
+        let reason = reply.items[0].reason.as_deref().expect("a reason");
+        assert!(reason.contains("seq 1 of kiosk k1"), "{reason}");
+        assert_eq!(reply.high_water, 1, "the copy's seq counts as held");
+    }
+    // The original kiosk's retry is still a plain duplicate.
+    let reply = store(db, vec![line(original)]).await;
+    assert_eq!(statuses(&reply), vec![ItemStatus::Duplicate]);
+    assert_eq!(db.record_count().await.expect("count"), 1);
+    assert_eq!(db.rejects("k2").await.expect("rejects").len(), 1);
 }
 
 async fn a_record_reusing_a_held_seq_is_rejected_naming_the_holder(hub: &Hub) {
