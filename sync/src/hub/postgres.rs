@@ -618,6 +618,17 @@ impl PgHub {
             .iter()
             .map(|r| rows::change(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))
             .collect::<Result<Vec<_>, _>>()?;
+        if changes.is_empty() {
+            let head: i64 = tx
+                .query_one(&format!("SELECT {HEAD_CURSOR}"), &[])
+                .await?
+                .try_get(0)?;
+            if since > rows::unsigned(head, "the roster cursor")? {
+                // A cursor this hub never gave (restored from an older backup): the
+                // kiosk must take a snapshot, or later changes would never reach it.
+                return Ok(Err(CursorExpired { oldest: pruned }));
+            }
+        }
         tx.commit().await?;
         Ok(Ok(rows::page(since, changes, limit)))
     }

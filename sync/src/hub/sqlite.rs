@@ -452,6 +452,15 @@ impl SqliteHub {
                     Ok((r.get(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?))
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
+            if found.is_empty() {
+                let head: i64 = tx.query_row(&format!("SELECT {HEAD_CURSOR}"), [], |r| r.get(0))?;
+                if since > rows::unsigned(head, "the roster cursor")? {
+                    // A cursor this hub never gave (its database was restored from an
+                    // older backup): its changes would be numbered below the kiosk's
+                    // cursor and never reach it, so the kiosk takes a snapshot.
+                    return Ok(Err(CursorExpired { oldest: pruned }));
+                }
+            }
             let changes = found
                 .into_iter()
                 .map(|(cursor, entity, key, body)| rows::change(cursor, &entity, key, body))

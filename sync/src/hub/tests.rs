@@ -59,6 +59,7 @@ on_both_backends!(
     roster_rules_refuse_with_ids,
     an_import_is_all_or_nothing,
     pruning_expires_old_cursors,
+    a_cursor_from_the_future_takes_a_snapshot,
     a_snapshot_round_trips_without_private_fields,
     day_report_counts_one_office_visit_per_customer,
     two_hubs_store_the_same_batches_once,
@@ -502,6 +503,22 @@ async fn one_id_through_two_kiosks_is_stored_once_and_blocks_neither(hub: &Hub) 
     assert_eq!(db.rejects("k2").await.expect("rejects").len(), 1);
 }
 
+/// After the hub's database is restored from an older backup, kiosks hold cursors it
+/// never gave; new changes would be numbered below them and never reach them.
+async fn a_cursor_from_the_future_takes_a_snapshot(hub: &Hub) {
+    let db = &hub.db;
+    db.upsert_consultant(consultant("E01", "李娜"))
+        .await
+        .expect("upsert");
+    let page = db.roster_changes(0, 10).await.expect("page").expect("not expired");
+    let head = page.next;
+    assert!(db.roster_changes(head, 10).await.expect("page").is_ok());
+    assert!(
+        db.roster_changes(head + 5, 10).await.expect("page").is_err(),
+        "a cursor beyond the head is refused"
+    );
+}
+
 async fn a_record_reusing_a_held_seq_is_rejected_naming_the_holder(hub: &Hub) {
     let db = &hub.db;
     db.add_kiosk(KIOSK, OFFICE, "hash")
@@ -737,16 +754,15 @@ async fn roster_changes_follow_commit_order_and_page(hub: &Hub) {
         .expect("read")
         .expect("fresh");
     assert_eq!((exact.changes.len(), exact.more), (4, false));
-    // A limit of 0 still serves one change; a cursor past the end is an empty page.
+    // A limit of 0 still serves one change; the head itself is an empty page; a cursor
+    // past the head was never given (see a_cursor_from_the_future_takes_a_snapshot).
     let one = db.roster_changes(0, 0).await.expect("read").expect("fresh");
     assert_eq!((one.changes.len(), one.more), (1, true));
-    let beyond = db
-        .roster_changes(1_000_000, 10)
-        .await
-        .expect("read")
-        .expect("fresh");
-    assert!(beyond.changes.is_empty());
-    assert_eq!((beyond.next, beyond.more), (1_000_000, false));
+    let head = exact.next;
+    let at_head = db.roster_changes(head, 10).await.expect("read").expect("fresh");
+    assert!(at_head.changes.is_empty());
+    assert_eq!((at_head.next, at_head.more), (head, false));
+    assert!(db.roster_changes(1_000_000, 10).await.expect("read").is_err());
 }
 
 async fn an_unchanged_upsert_is_not_logged(hub: &Hub) {
