@@ -465,6 +465,8 @@ async fn visits(
 
 /// Unsent visits older than this, with the hub unreachable, are a problem on the status page.
 const UNREACHABLE_PROBLEM_AFTER_S: i64 = 600;
+/// Failed attempts in a row, with the hub answering, before the status calls it a problem.
+const REPEATED_FAILURES: u32 = 3;
 
 /// Prometheus text: gauges read from the store at scrape time, counters kept by the
 /// sync client as it works.
@@ -585,12 +587,19 @@ async fn status(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, Ap
             // A short outage is normal; say so only when visits have waited a while.
             if waiting >= UNREACHABLE_PROBLEM_AFTER_S {
                 problems.push(format!(
-                    "sync: the hub at {} has been unreachable for over {} min; {} visit(s) wait here, safe, and go up when it answers",
+                    "sync: the hub at {} is unreachable and the oldest unsent visit is {} min old; {} visit(s) wait here, safe, and go up when it answers",
                     r.hub,
                     waiting / 60,
                     sync.backlog
                 ));
             }
+        } else if r.push_failures.max(r.pull_failures) >= REPEATED_FAILURES {
+            // The hub answers but keeps refusing (a wrong office, a proxy's size
+            // limit): nothing is lost, but someone has to look.
+            problems.push(format!(
+                "sync: {}; retrying with backoff, visits wait here",
+                r.last_error.as_deref().unwrap_or("the hub keeps refusing requests")
+            ));
         }
         if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&r) {
             live.extend(map);

@@ -360,7 +360,15 @@ fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>, every: u64) -> 
             let token = kiosk_sync::auth::new_token();
             db.add_kiosk("demo", "demo-office", &kiosk_sync::auth::hash(&token))
                 .await?;
-            std::fs::write(&token_file, format!("{token}\n"))
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&token_file)
+                .and_then(|mut f| writeln!(f, "{token}"))
                 .with_context(|| format!("cannot write {}", token_file.display()))?;
         }
         let hub = Hub::build(

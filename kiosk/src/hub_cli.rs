@@ -98,9 +98,10 @@ async fn serve(cfg: HubConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A database URL fit for logs: the password replaced.
+/// A database URL fit for logs: the password replaced, in the user part and in a
+/// `password=` query parameter.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let mut shown = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             match userinfo.split_once(':') {
@@ -109,7 +110,19 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    };
+    if let Some(q) = shown.find('?') {
+        let (base, query) = shown.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        shown = format!("{base}{}", query.join("&"));
     }
+    shown
 }
 
 async fn admin(db: &HubDb, command: HubCommand) -> anyhow::Result<()> {
@@ -207,6 +220,9 @@ fn hand_over(token: &str, file: Option<&Path>, whose: &str) -> anyhow::Result<()
                 .mode(0o600)
                 .open(path)
                 .with_context(|| format!("cannot write the token to {}", path.display()))?;
+            // `mode` applies only to a new file: an existing one is narrowed too.
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .with_context(|| format!("cannot restrict {} to its owner", path.display()))?;
             writeln!(f, "{token}")
                 .with_context(|| format!("cannot write the token to {}", path.display()))?;
             eprintln!("{whose}'s token is in {} (mode 600).", path.display());
@@ -290,6 +306,10 @@ mod tests {
             ),
             ("postgres://hub@db/hub", "postgres://hub@db/hub"),
             ("sqlite:/var/lib/hub.sqlite", "sqlite:/var/lib/hub.sqlite"),
+            (
+                "postgres://db/hub?user=hub&password=s3cret&sslmode=disable",
+                "postgres://db/hub?user=hub&password=***&sslmode=disable",
+            ),
         ];
         for (url, shown) in table {
             assert_eq!(redact(url), shown);
