@@ -124,7 +124,7 @@ const BACKOFF_BASE: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncReport {
     pub hub: String,
-    /// `None` until the first attempt.
+    /// `None` until the hub was first asked (a missing token file asks nothing).
     pub hub_reachable: Option<bool>,
     /// The hub refused this kiosk's token (or the token file is unreadable); nothing
     /// is dropped meanwhile, and the next attempt reads the token file again.
@@ -158,9 +158,13 @@ impl SyncStatus {
 /// Why a request did not go through; decides how long to wait.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    /// 401, or no token to send: wait the normal interval, never count, never drop.
+    /// 401: wait the normal interval, never count, never drop.
     #[error("{0}")]
     Auth(String),
+    /// No token to send (the token file is unreadable or empty): as a 401, but the
+    /// hub was not asked, so it says nothing about whether the hub is reachable.
+    #[error("{0}")]
+    NoToken(String),
     /// 429/503: the hub says when to come back.
     #[error("the hub is busy (HTTP {status})")]
     Busy {
@@ -273,7 +277,7 @@ impl<S: KioskSide> SyncClient<S> {
 
     fn token(&self) -> Result<String, Failure> {
         let text = std::fs::read_to_string(&self.cfg.token_file).map_err(|e| {
-            Failure::Auth(format!(
+            Failure::NoToken(format!(
                 "cannot read sync.token_file {}: {e}; put this kiosk's token there (from `kiosk hub kiosks add {}`)",
                 self.cfg.token_file.display(),
                 self.cfg.kiosk_id
@@ -281,7 +285,7 @@ impl<S: KioskSide> SyncClient<S> {
         })?;
         let token = text.trim();
         if token.is_empty() {
-            return Err(Failure::Auth(format!(
+            return Err(Failure::NoToken(format!(
                 "sync.token_file {} is empty; put this kiosk's token there (from `kiosk hub kiosks add {}`)",
                 self.cfg.token_file.display(),
                 self.cfg.kiosk_id
@@ -354,7 +358,7 @@ impl<S: KioskSide> SyncClient<S> {
         match failure {
             // Never counted: a wrong token is fixed by a person, and backing off to
             // the cap would make the fix take ten minutes to show.
-            Failure::Auth(_) => (interval, failures),
+            Failure::Auth(_) | Failure::NoToken(_) => (interval, failures),
             Failure::Busy { retry_after, .. } => {
                 let n = failures.saturating_add(1);
                 let wait = retry_after.unwrap_or_else(|| self.backoff().delay(n));
@@ -369,13 +373,20 @@ impl<S: KioskSide> SyncClient<S> {
     }
 
     fn note_failure(&self, failure: &Failure, push: bool, failures: u32) {
-        let reachable = !matches!(failure, Failure::Unreachable(_));
+        // Only an attempt that went to the hub tells whether it is reachable.
+        let reachable = match failure {
+            Failure::Store(_) | Failure::NoToken(_) => None,
+            Failure::Unreachable(_) => Some(false),
+            Failure::Auth(_) | Failure::Busy { .. } | Failure::TooLarge | Failure::Refused(_) => {
+                Some(true)
+            }
+        };
         let message = failure.to_string();
         self.status.update(|r| {
-            if !matches!(failure, Failure::Store(_)) {
-                r.hub_reachable = Some(reachable);
+            if reachable.is_some() {
+                r.hub_reachable = reachable;
             }
-            r.auth_refused = matches!(failure, Failure::Auth(_));
+            r.auth_refused = matches!(failure, Failure::Auth(_) | Failure::NoToken(_));
             r.last_error = Some(message.clone());
             if push {
                 r.push_failures = failures;
@@ -383,10 +394,12 @@ impl<S: KioskSide> SyncClient<S> {
                 r.pull_failures = failures;
             }
         });
-        metrics::gauge!("kiosk_sync_hub_reachable").set(if reachable { 1.0 } else { 0.0 });
+        if let Some(reachable) = reachable {
+            metrics::gauge!("kiosk_sync_hub_reachable").set(if reachable { 1.0 } else { 0.0 });
+        }
         let what = if push { "push" } else { "pull" };
         match failure {
-            Failure::Store(_) | Failure::Refused(_) | Failure::Auth(_) => {
+            Failure::Store(_) | Failure::Refused(_) | Failure::Auth(_) | Failure::NoToken(_) => {
                 tracing::error!(error = %message, "sync {what} failed");
             }
             _ => tracing::warn!(error = %message, failures, "sync {what} failed; retrying"),
@@ -417,13 +430,24 @@ impl<S: KioskSide> SyncClient<S> {
                     }
                 }
                 Err(failure) => {
-                    if matches!(failure, Failure::TooLarge) {
-                        batch_size = (batch_size / 2).max(1);
-                        tracing::warn!(
-                            batch_size,
-                            "the hub refused a batch as too large; sending smaller ones"
-                        );
-                    }
+                    let failure = match failure {
+                        // Nothing smaller to send: retrying at once would loop hot
+                        // against the hub, so it is a failure like any other, backed off.
+                        Failure::TooLarge if batch_size == 1 => Failure::Refused(
+                            "the hub refused even a single record as too large (HTTP 413); \
+                             check the upload limit of any proxy in front of the hub"
+                                .into(),
+                        ),
+                        Failure::TooLarge => {
+                            batch_size = (batch_size / 2).max(1);
+                            tracing::warn!(
+                                batch_size,
+                                "the hub refused a batch as too large; sending smaller ones"
+                            );
+                            Failure::TooLarge
+                        }
+                        other => other,
+                    };
                     let (wait, n) = self.wait_after(&failure, failures, self.cfg.push_interval);
                     failures = n;
                     self.note_failure(&failure, true, failures);

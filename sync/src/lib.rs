@@ -3,6 +3,10 @@
 pub mod auth;
 pub mod backoff;
 pub mod client;
+#[cfg(test)]
+mod client_tests;
 pub mod hub;
 pub mod telemetry;
+#[cfg(test)]
+mod test_hub;
 pub mod wire;

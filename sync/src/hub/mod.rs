@@ -3,6 +3,8 @@
 pub mod postgres;
 mod rows;
 pub mod server;
+#[cfg(test)]
+mod server_tests;
 pub mod sqlite;
 pub mod store;
 #[cfg(test)]

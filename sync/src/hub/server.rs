@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -353,10 +354,16 @@ fn check_protocol(headers: &HeaderMap) -> Result<(), HubApiError> {
 async fn push(
     State(s): State<HubState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HubApiError> {
     check_protocol(&headers)?;
     let kiosk = kiosk_auth(&s.db, &headers).await?;
+    let body = body.map_err(|e| {
+        body_error(
+            e,
+            &format!("the upload is larger than {MAX_UPLOAD} bytes; send smaller batches"),
+        )
+    })?;
     let Ok(_permit) = s.uploads.clone().try_acquire_owned() else {
         metrics::counter!("hub_uploads_turned_away_total").increment(1);
         // Jittered, so the kiosks turned away together don't come back together.
@@ -556,9 +563,23 @@ async fn roster_snapshot(
         .into_response())
 }
 
+/// A body axum could not read, as a JSON error instead of axum's plain text: a
+/// client reads every refusal the same way. `too_large` is the message for a body
+/// past the route's limit.
+fn body_error(rejection: BytesRejection, too_large: &str) -> HubApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        HubApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", too_large)
+    } else {
+        HubApiError::bad_request(format!("cannot read the body: {}", rejection.body_text()))
+    }
+}
+
 /// A JSON body, with a 400 that says what is wrong instead of axum's plain text.
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, HubApiError> {
-    serde_json::from_slice(body)
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, HubApiError> {
+    let body = body.map_err(|e| body_error(e, "the body is too large for one roster entry"))?;
+    serde_json::from_slice(&body)
         .map_err(|e| HubApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
@@ -603,11 +624,11 @@ async fn put_customer(
     State(s): State<HubState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HubApiError> {
     admin_auth(&s.db, &headers).await?;
     check_id(&id)?;
-    let b: CustomerBody = json_body(&body)?;
+    let b: CustomerBody = json_body(body)?;
     if let Some(body_id) = &b.id {
         key_matches(&id, body_id, "customer id")?;
     }
@@ -724,10 +745,10 @@ async fn put_card(
     State(s): State<HubState>,
     headers: HeaderMap,
     Path(token): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HubApiError> {
     admin_auth(&s.db, &headers).await?;
-    let b: CardBody = json_body(&body)?;
+    let b: CardBody = json_body(body)?;
     if let Some(body_token) = &b.token {
         key_matches(&token, body_token, "card token")?;
     }
@@ -814,11 +835,11 @@ async fn put_consultant(
     State(s): State<HubState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HubApiError> {
     admin_auth(&s.db, &headers).await?;
     check_id(&id)?;
-    let b: NamedBody = json_body(&body)?;
+    let b: NamedBody = json_body(body)?;
     if let Some(body_id) = &b.id {
         key_matches(&id, body_id, "consultant id")?;
     }
@@ -847,11 +868,11 @@ async fn put_broker(
     State(s): State<HubState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HubApiError> {
     admin_auth(&s.db, &headers).await?;
     check_id(&id)?;
-    let b: NamedBody = json_body(&body)?;
+    let b: NamedBody = json_body(body)?;
     if let Some(body_id) = &b.id {
         key_matches(&id, body_id, "broker id")?;
     }
