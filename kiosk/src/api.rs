@@ -598,7 +598,9 @@ async fn status(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, Ap
             // limit): nothing is lost, but someone has to look.
             problems.push(format!(
                 "sync: {}; retrying with backoff, visits wait here",
-                r.last_error.as_deref().unwrap_or("the hub keeps refusing requests")
+                r.last_error
+                    .as_deref()
+                    .unwrap_or("the hub keeps refusing requests")
             ));
         }
         if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&r) {

@@ -134,6 +134,8 @@ pub struct SyncReport {
     pub last_pull_ok: Option<jiff::Timestamp>,
     pub push_failures: u32,
     pub pull_failures: u32,
+    /// How long the push loop waits after its last failure before trying again.
+    pub retry_in_ms: Option<u64>,
     pub records_pushed: u64,
     pub snapshots_taken: u64,
 }
@@ -232,6 +234,7 @@ impl<S: KioskSide> SyncClient<S> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
             .timeout(Duration::from_secs(120))
             .user_agent(concat!("kiosk/", env!("CARGO_PKG_VERSION")));
         if let Some(path) = &cfg.ca_file {
@@ -361,7 +364,10 @@ impl<S: KioskSide> SyncClient<S> {
             Failure::Auth(_) | Failure::NoToken(_) => (interval, failures),
             Failure::Busy { retry_after, .. } => {
                 let n = failures.saturating_add(1);
-                let wait = retry_after.unwrap_or_else(|| self.backoff().delay(n));
+                // At least what the hub asks; the backoff draw on top keeps a fleet
+                // told the same Retry-After from coming back in step.
+                let drawn = self.backoff().delay(n);
+                let wait = retry_after.map_or(drawn, |r| r.max(drawn));
                 (wait.min(self.cfg.backoff_cap), n)
             }
             Failure::TooLarge => (Duration::ZERO, failures),
@@ -417,9 +423,9 @@ impl<S: KioskSide> SyncClient<S> {
         loop {
             match self.push_once(batch_size).await {
                 Ok(true) => {
+                    // A size that went through is kept (until a restart): growing back
+                    // would walk down the halving ladder again on every batch.
                     failures = 0;
-                    // Recover the configured size once a smaller batch went through.
-                    batch_size = self.cfg.batch_size.max(1);
                 }
                 Ok(false) => {
                     failures = 0;
@@ -451,6 +457,8 @@ impl<S: KioskSide> SyncClient<S> {
                     let (wait, n) = self.wait_after(&failure, failures, self.cfg.push_interval);
                     failures = n;
                     self.note_failure(&failure, true, failures);
+                    self.status
+                        .update(|r| r.retry_in_ms = Some(wait.as_millis() as u64));
                     if !pause(&cancel, wait).await {
                         return;
                     }
@@ -497,6 +505,14 @@ impl<S: KioskSide> SyncClient<S> {
         }
         let at = jiff::Timestamp::now();
         self.side.settle(&batch, &reply, at).await?;
+        if reply.high_water + 1 == batch.first_seq {
+            // The hub took the batch yet holds nothing of it gap-free: sending it
+            // again at once would loop hot; back off and say so.
+            return Err(Failure::Refused(format!(
+                "the hub answered for seq {}..={} but its high-water stays at {}; the batch will be sent again",
+                batch.first_seq, batch.last_seq, reply.high_water
+            )));
+        }
         let rejected = reply
             .items
             .iter()
@@ -515,6 +531,7 @@ impl<S: KioskSide> SyncClient<S> {
             r.last_error = None;
             r.last_push_ok = Some(at);
             r.push_failures = 0;
+            r.retry_in_ms = None;
             r.records_pushed += u64::from(batch.records);
         });
         tracing::debug!(
@@ -582,12 +599,22 @@ impl<S: KioskSide> SyncClient<S> {
                 cursor = self.snapshot().await?;
                 continue;
             }
-            let page: RosterPage = response.json().await.map_err(|e| {
+            let body = response.bytes().await.map_err(|e| {
                 Failure::Unreachable(format!(
-                    "the hub's roster page was cut off or malformed: {}",
+                    "the hub's roster page was cut off: {}",
                     error_chain(&e)
                 ))
             })?;
+            let (page, unknown) = crate::wire::parse_page(&body).map_err(|e| {
+                Failure::Refused(format!("the hub's roster page is malformed: {e}"))
+            })?;
+            if unknown > 0 {
+                // A newer hub's kinds of entry: skipped, so the rest still applies.
+                tracing::info!(
+                    unknown,
+                    "roster changes of kinds this kiosk does not know were skipped"
+                );
+            }
             let (next, more, changes) = (page.next, page.more, page.changes.len());
             if next < cursor {
                 return Err(Failure::Refused(format!(
@@ -625,7 +652,11 @@ impl<S: KioskSide> SyncClient<S> {
         use futures_util::StreamExt as _;
         use tokio::io::AsyncWriteExt as _;
 
-        let req = self.request(reqwest::Method::GET, "/sync/v1/roster/snapshot")?;
+        // A million cards are tens of MB: on an office line that takes longer than
+        // the client's usual limit, which the read timeout still guards.
+        let req = self
+            .request(reqwest::Method::GET, "/sync/v1/roster/snapshot")?
+            .timeout(Duration::from_secs(3600));
         let response = self.send(req).await?;
         let path = self.cfg.spool_dir.join("roster-snapshot.ndjson.gz");
         let store_err = |e: std::io::Error| {

@@ -459,15 +459,10 @@ async fn a_busy_hub_is_waited_for_and_nothing_is_dropped() {
         assert!(fake.settled.is_empty() && fake.discarded == 0, "{fake:?}");
         assert_eq!(fake.batches_frozen, 1, "every retry sends the same batch");
         // The hub says to come back after 1 to 5 s; the client's backoff_cap (1 s)
-        // shortens that to 1 s, and a sleep never ends early: a lower bound only.
-        for pair in fake.asked.windows(2) {
-            assert!(
-                pair[1] - pair[0] >= Duration::from_secs(1),
-                "retried after {:?}",
-                pair[1] - pair[0]
-            );
-        }
+        // shortens that to 1 s: the wait it chose, not a measured time.
     }
+    let report = kiosk.report();
+    assert_eq!(report.retry_in_ms, Some(1000), "{report:?}");
     assert_eq!(kiosk.side.unsent(), 5);
     assert!(hub.stored_seqs().await.is_empty());
 

@@ -328,6 +328,41 @@ pub fn read_snapshot(
     Ok(head)
 }
 
+/// Parses a roster page, skipping changes this build does not understand (an entity
+/// or op added by a newer hub) rather than failing the page: changes are additive, and
+/// one unknown kind must not stop every later change from arriving. Returns the page
+/// and how many changes were skipped.
+pub fn parse_page(body: &[u8]) -> Result<(RosterPage, usize), String> {
+    #[derive(Deserialize)]
+    struct Loose {
+        changes: Vec<serde_json::Value>,
+        next: u64,
+        more: bool,
+    }
+    let loose: Loose = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let mut skipped = 0;
+    let changes = loose
+        .changes
+        .into_iter()
+        .filter_map(|c| match serde_json::from_value::<RosterChange>(c) {
+            Ok(change) => Some(change),
+            Err(e) => {
+                tracing::debug!(error = %e, "roster change skipped");
+                skipped += 1;
+                None
+            }
+        })
+        .collect();
+    Ok((
+        RosterPage {
+            changes,
+            next: loose.next,
+            more: loose.more,
+        },
+        skipped,
+    ))
+}
+
 /// Gzipped NDJSON of the given JSON lines: an upstream batch body or a snapshot.
 pub fn gzip_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
     use std::io::Write as _;
@@ -435,6 +470,27 @@ mod roster_tests {
                 change
             );
         }
+    }
+
+    #[test]
+    fn pages_skip_changes_of_unknown_kinds_and_keep_the_rest() {
+        let body = br#"{"changes":[
+            {"cursor":1,"op":"upsert","entry":{"entity":"consultant","id":"E1","name":"Li"}},
+            {"cursor":2,"op":"upsert","entry":{"entity":"showroom","id":"S1"}},
+            {"cursor":3,"op":"archive","entity":"card","key":"nfc:04"},
+            {"cursor":4,"op":"delete","entity":"card","key":"nfc:05"}
+        ],"next":4,"more":false}"#;
+        let (page, skipped) = parse_page(body).expect("page");
+        assert_eq!(skipped, 2);
+        assert_eq!(page.next, 4);
+        assert_eq!(
+            page.changes.iter().map(|c| c.cursor).collect::<Vec<_>>(),
+            vec![1, 4]
+        );
+        assert!(
+            parse_page(b"{\"changes\":[]}").is_err(),
+            "next and more are required"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequest as _, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -34,9 +34,9 @@ pub const KIOSK_HEADER: &str = "x-kiosk-id";
 /// id can take (`~` is not allowed in ids).
 pub const ADMIN_ID: &str = "~admin";
 /// Largest upload accepted, compressed.
-const MAX_UPLOAD: usize = 16 << 20;
+const MAX_UPLOAD: usize = 8 << 20;
 /// Largest upload accepted, inflated.
-const MAX_INFLATED: usize = 64 << 20;
+const MAX_INFLATED: usize = 32 << 20;
 /// Most lines in one upload.
 const MAX_LINES: usize = 10_000;
 /// A kiosk clock further off than this is logged: visits keep its `device_time`,
@@ -228,7 +228,10 @@ impl From<HubStoreError> for HubApiError {
             other => {
                 tracing::error!(error = %other, "hub store error while answering a request");
                 HubApiError {
-                    retry_after: Some(5),
+                    // Jittered: a database outage must not line the fleet up.
+                    retry_after: Some(
+                        2 + crate::backoff::uniform(Duration::from_secs(8)).as_secs(),
+                    ),
                     ..HubApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "store_unavailable",
@@ -353,17 +356,13 @@ fn check_protocol(headers: &HeaderMap) -> Result<(), HubApiError> {
 
 async fn push(
     State(s): State<HubState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: axum::extract::Request,
 ) -> Result<Response, HubApiError> {
+    let headers = request.headers().clone();
     check_protocol(&headers)?;
+    // Token and upload slot first, body after: a refused or turned-away upload costs
+    // the hub no memory and no bandwidth beyond its headers.
     let kiosk = kiosk_auth(&s.db, &headers).await?;
-    let body = body.map_err(|e| {
-        body_error(
-            e,
-            &format!("the upload is larger than {MAX_UPLOAD} bytes; send smaller batches"),
-        )
-    })?;
     let Ok(_permit) = s.uploads.clone().try_acquire_owned() else {
         metrics::counter!("hub_uploads_turned_away_total").increment(1);
         // Jittered, so the kiosks turned away together don't come back together.
@@ -377,6 +376,12 @@ async fn push(
             )
         });
     };
+    let body = Bytes::from_request(request, &()).await.map_err(|e| {
+        body_error(
+            e,
+            &format!("the upload is larger than {MAX_UPLOAD} bytes; send smaller batches"),
+        )
+    })?;
     let started = Instant::now();
     let received_at = jiff::Timestamp::now();
     log_skew(&kiosk.id, &headers, received_at);
@@ -384,38 +389,18 @@ async fn push(
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let text = if gzip {
-        wire::gunzip(&body, MAX_INFLATED).map_err(|e| match e {
-            wire::GunzipError::TooLarge { .. } => HubApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("{e}; send smaller batches"),
-            ),
-            wire::GunzipError::Corrupt(_) => HubApiError::bad_request(e.to_string()),
-        })?
-    } else {
-        body.to_vec()
-    };
-    let text = String::from_utf8(text)
-        .map_err(|_| HubApiError::bad_request("the batch is not UTF-8 NDJSON"))?;
-    let items: Vec<Incoming> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| parse_line(line, &kiosk))
-        .collect();
-    if items.is_empty() {
-        return Err(HubApiError::bad_request("the batch has no records"));
-    }
-    if items.len() > MAX_LINES {
-        return Err(HubApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!(
-                "{} records in one batch; send at most {MAX_LINES}",
-                items.len()
-            ),
-        ));
-    }
+    let row = kiosk.clone();
+    // Inflating and parsing a batch is CPU work: off the async workers.
+    let items = tokio::task::spawn_blocking(move || parse_batch(&body, gzip, &row))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "parsing a batch panicked");
+            HubApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the hub failed to read the batch; see the hub's log",
+            )
+        })??;
     let reply = s.db.store_batch(&kiosk.id, items, received_at).await?;
     for item in &reply.items {
         let status = match item.status {
@@ -437,6 +422,71 @@ async fn push(
     }
     tracing::debug!(kiosk = %kiosk.id, records = reply.items.len(), high_water = reply.high_water, "batch stored");
     Ok(Json(reply).into_response())
+}
+
+/// A batch body as the store's items, or why it cannot be read at all.
+fn parse_batch(body: &[u8], gzip: bool, kiosk: &KioskRow) -> Result<Vec<Incoming>, HubApiError> {
+    let text = if gzip {
+        wire::gunzip(body, MAX_INFLATED).map_err(|e| match e {
+            wire::GunzipError::TooLarge { .. } => HubApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("{e}; send smaller batches"),
+            ),
+            wire::GunzipError::Corrupt(_) => HubApiError::bad_request(e.to_string()),
+        })?
+    } else {
+        body.to_vec()
+    };
+    let text = String::from_utf8(text)
+        .map_err(|_| HubApiError::bad_request("the batch is not UTF-8 NDJSON"))?;
+    check_office(&text, kiosk)?;
+    let items: Vec<Incoming> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| parse_line(line, kiosk))
+        .collect();
+    if items.is_empty() {
+        return Err(HubApiError::bad_request("the batch has no records"));
+    }
+    if items.len() > MAX_LINES {
+        return Err(HubApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "{} records in one batch; send at most {MAX_LINES}",
+                items.len()
+            ),
+        ));
+    }
+    Ok(items)
+}
+
+/// A kiosk whose records name another office than the one it was registered with is
+/// misconfigured, not sending bad records: the whole batch is refused (403, retried
+/// with backoff and shown on the kiosk's status), so no visit becomes a reject.
+fn check_office(text: &str, kiosk: &KioskRow) -> Result<(), HubApiError> {
+    let first = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Record>(l).ok())
+        .find_map(|r| match r {
+            Record::Visit(v) if v.office_id != kiosk.office_id && v.kiosk_id == kiosk.id => {
+                Some(v.office_id)
+            }
+            Record::Visit(_) => None,
+        });
+    match first {
+        None => Ok(()),
+        Some(office) => Err(HubApiError::new(
+            StatusCode::FORBIDDEN,
+            "office_mismatch",
+            format!(
+                "kiosk {:?} is registered at the hub for office {:?}, but its visits say office {office:?}; \
+                 fix kiosk.office in kiosk.toml, or re-register the kiosk: `kiosk hub kiosks revoke {}` then `kiosk hub kiosks add {} --office {office}`",
+                kiosk.id, kiosk.office_id, kiosk.id, kiosk.id
+            ),
+        )),
+    }
 }
 
 /// One NDJSON line as the store takes it. A line the hub cannot take as a record is
@@ -470,7 +520,7 @@ fn parse_line(line: &str, kiosk: &KioskRow) -> Incoming {
                 .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned));
             return reject(match kind {
                 Some(k) if k != "visit" => format!(
-                    "records of kind {k:?} are not known to this hub; upgrade the hub, then the reject can be replayed"
+                    "records of kind {k:?} are not known to this hub; it is kept at the hub as a reject; upgrade the hub to store records of this kind"
                 ),
                 _ => format!("not a valid record: {e}"),
             });

@@ -722,3 +722,22 @@ async fn healthz_metrics_and_unknown_paths_answer() {
     );
     hub.stop().await;
 }
+
+#[tokio::test]
+async fn a_kiosk_registered_for_another_office_is_refused_whole_and_nothing_is_rejected() {
+    let mut hub = TestHub::spawn().await;
+    let mut elsewhere = visit(KIOSK, 1);
+    elsewhere.office_id = "another-office".into();
+    let line = serde_json::to_string(&Record::Visit(elsewhere)).expect("json");
+    let error = ApiError::read(push_lines(&hub, &[line]).await).await;
+    assert_eq!(error.status, StatusCode::FORBIDDEN);
+    assert_eq!(error.code, "office_mismatch");
+    assert!(
+        error.message.contains("kiosk.office") && error.message.contains("kiosks add"),
+        "{}",
+        error.message
+    );
+    assert!(hub.db.rejects(KIOSK).await.expect("rejects").is_empty());
+    assert_eq!(hub.db.record_count().await.expect("count"), 0);
+    hub.stop().await;
+}

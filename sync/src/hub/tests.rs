@@ -510,11 +510,18 @@ async fn a_cursor_from_the_future_takes_a_snapshot(hub: &Hub) {
     db.upsert_consultant(consultant("E01", "李娜"))
         .await
         .expect("upsert");
-    let page = db.roster_changes(0, 10).await.expect("page").expect("not expired");
+    let page = db
+        .roster_changes(0, 10)
+        .await
+        .expect("page")
+        .expect("not expired");
     let head = page.next;
     assert!(db.roster_changes(head, 10).await.expect("page").is_ok());
     assert!(
-        db.roster_changes(head + 5, 10).await.expect("page").is_err(),
+        db.roster_changes(head + 5, 10)
+            .await
+            .expect("page")
+            .is_err(),
         "a cursor beyond the head is refused"
     );
 }
@@ -759,10 +766,19 @@ async fn roster_changes_follow_commit_order_and_page(hub: &Hub) {
     let one = db.roster_changes(0, 0).await.expect("read").expect("fresh");
     assert_eq!((one.changes.len(), one.more), (1, true));
     let head = exact.next;
-    let at_head = db.roster_changes(head, 10).await.expect("read").expect("fresh");
+    let at_head = db
+        .roster_changes(head, 10)
+        .await
+        .expect("read")
+        .expect("fresh");
     assert!(at_head.changes.is_empty());
     assert_eq!((at_head.next, at_head.more), (head, false));
-    assert!(db.roster_changes(1_000_000, 10).await.expect("read").is_err());
+    assert!(
+        db.roster_changes(1_000_000, 10)
+            .await
+            .expect("read")
+            .is_err()
+    );
 }
 
 async fn an_unchanged_upsert_is_not_logged(hub: &Hub) {
