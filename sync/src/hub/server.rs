@@ -48,14 +48,33 @@ const SKEW_WARNING: Duration = Duration::from_secs(120);
 pub struct HubState {
     pub db: HubDb,
     uploads: Arc<Semaphore>,
+    /// A snapshot of a large roster is built in memory (its gzip): a fleet coming
+    /// back together must not build hundreds at once.
+    snapshots: Arc<Semaphore>,
 }
+
+/// Snapshots built at once; more are asked to come back later (503 + Retry-After).
+const MAX_CONCURRENT_SNAPSHOTS: usize = 2;
 
 impl HubState {
     pub fn new(db: HubDb, max_concurrent_uploads: usize) -> HubState {
         HubState {
             db,
             uploads: Arc::new(Semaphore::new(max_concurrent_uploads)),
+            snapshots: Arc::new(Semaphore::new(MAX_CONCURRENT_SNAPSHOTS)),
         }
+    }
+}
+
+fn busy(what: &str, max_secs: u64) -> HubApiError {
+    HubApiError {
+        // Jittered, so the kiosks turned away together don't come back together.
+        retry_after: Some(1 + crate::backoff::uniform(Duration::from_secs(max_secs)).as_secs()),
+        ..HubApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("the hub is serving as many {what} as it may; try again after Retry-After"),
+        )
     }
 }
 
@@ -365,16 +384,7 @@ async fn push(
     let kiosk = kiosk_auth(&s.db, &headers).await?;
     let Ok(_permit) = s.uploads.clone().try_acquire_owned() else {
         metrics::counter!("hub_uploads_turned_away_total").increment(1);
-        // Jittered, so the kiosks turned away together don't come back together.
-        let secs = 1 + crate::backoff::uniform(Duration::from_secs(4)).as_secs();
-        return Err(HubApiError {
-            retry_after: Some(secs),
-            ..HubApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "the hub is serving as many uploads as it may; try again after Retry-After",
-            )
-        });
+        return Err(busy("uploads", 4));
     };
     let body = Bytes::from_request(request, &()).await.map_err(|e| {
         body_error(
@@ -600,6 +610,10 @@ async fn roster_snapshot(
 ) -> Result<Response, HubApiError> {
     check_protocol(&headers)?;
     let kiosk = kiosk_auth(&s.db, &headers).await?;
+    let Ok(_permit) = s.snapshots.clone().try_acquire_owned() else {
+        metrics::counter!("hub_snapshots_turned_away_total").increment(1);
+        return Err(busy("roster snapshots", 20));
+    };
     let body = s.db.roster_snapshot().await?;
     metrics::counter!("hub_roster_snapshots_total").increment(1);
     tracing::info!(kiosk = %kiosk.id, bytes = body.len(), "roster snapshot served");
