@@ -758,13 +758,18 @@ async fn get_customer(
     Path(id): Path<String>,
 ) -> Result<Response, HubApiError> {
     admin_auth(&s.db, &headers).await?;
-    match s.db.customer(&id).await? {
-        Some(c) => Ok(Json(c).into_response()),
-        None => Err(HubStoreError::NotFound {
-            entity: "customer",
-            key: id,
-        }
-        .into()),
+    found(s.db.customer(&id).await?, "customer", id)
+}
+
+/// An entry as JSON, or a 404 naming what was asked for.
+fn found<T: serde::Serialize>(
+    entry: Option<T>,
+    entity: &'static str,
+    key: String,
+) -> Result<Response, HubApiError> {
+    match entry {
+        Some(e) => Ok(Json(e).into_response()),
+        None => Err(HubStoreError::NotFound { entity, key }.into()),
     }
 }
 
@@ -867,14 +872,7 @@ async fn get_card(
     Path(token): Path<String>,
 ) -> Result<Response, HubApiError> {
     admin_auth(&s.db, &headers).await?;
-    match s.db.card(&token).await? {
-        Some(c) => Ok(Json(c).into_response()),
-        None => Err(HubStoreError::NotFound {
-            entity: "card",
-            key: token,
-        }
-        .into()),
-    }
+    found(s.db.card(&token).await?, "card", token)
 }
 
 async fn delete_card(

@@ -14,12 +14,11 @@ use super::store::{
 };
 use crate::wire::{
     BatchReply, BrokerEntry, CardEntry, ConsultantEntry, Entity, ItemStatus, Method, Outcome,
-    Record, RosterChange, RosterEntry, RosterOp, VisitKind, VisitRecord, read_snapshot,
+    Record, RosterChange, RosterEntry, RosterOp, VisitRecord, read_snapshot,
 };
 
 const DEFAULT_POSTGRES: &str = "postgres://kiosk:kiosk@127.0.0.1:5432/postgres";
-const KIOSK: &str = "k1";
-const OFFICE: &str = "o1";
+use crate::test_hub::{KIOSK, OFFICE, visit};
 const DAY: &str = "2026-11-23";
 
 /// Every case runs once per backend, as `hub::tests::sqlite::CASE` and
@@ -218,27 +217,6 @@ fn a_test_database_url_keeps_everything_but_the_database() {
 fn received_at() -> jiff::Timestamp {
     // Whole microseconds: what both databases keep.
     "2026-11-23T02:00:00.123456Z".parse().expect("time")
-}
-
-fn visit(kiosk: &str, seq: u64) -> VisitRecord {
-    VisitRecord {
-        id: Uuid::now_v7(),
-        kiosk_id: kiosk.into(),
-        office_id: OFFICE.into(),
-        seq,
-        source: "ACS ACR122U 00 00".into(),
-        method: Method::Nfc,
-        card: Some("nfc:04A1B2C3".into()),
-        customer_id: Some("C1".into()),
-        outcome: Outcome::Welcome,
-        reason: None,
-        kind: Some(VisitKind::Revisit),
-        consultant_id: Some("E1".into()),
-        stand_in: false,
-        device_time: "2026-11-23T01:59:59.5Z".parse().expect("time"),
-        recorded_at: "2026-11-23T01:59:59.501Z".parse().expect("time"),
-        office_day: Some(DAY.into()),
-    }
 }
 
 fn line(v: VisitRecord) -> Incoming {
