@@ -366,13 +366,21 @@ pub fn parse_page(body: &[u8]) -> Result<(RosterPage, usize), String> {
 /// Gzipped NDJSON of the given JSON lines: an upstream batch body or a snapshot.
 pub fn gzip_lines<'a>(lines: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
     use std::io::Write as _;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Each write into a GzEncoder zero-fills its 32 KiB output buffer first, so the
+    // lines (and their newlines) are gathered and handed over 64 KiB at a time.
+    let mut gz = std::io::BufWriter::with_capacity(
+        64 << 10,
+        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+    );
     for line in lines {
         // Writing to a Vec cannot fail.
         let _ = gz.write_all(line.as_bytes());
         let _ = gz.write_all(b"\n");
     }
-    gz.finish().unwrap_or_default()
+    gz.into_inner()
+        .ok()
+        .and_then(|gz| gz.finish().ok())
+        .unwrap_or_default()
 }
 
 /// Inflates a gzip body, refusing to grow past `limit` bytes (a gzip bomb).

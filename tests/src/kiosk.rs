@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
@@ -98,11 +98,24 @@ impl KioskDir {
     }
 }
 
+/// The daemons' log filter when KIOSK_TEST_LOG is unset; `debug` unless
+/// [`set_daemon_log_filter`] chose another.
+static DAEMON_LOG_FILTER: OnceLock<String> = OnceLock::new();
+
+/// Sets the log filter (KIOSK_LOG) of every kiosk and hub this process starts from
+/// now on, their stderr still going to their log file; KIOSK_TEST_LOG still wins.
+/// Benches use `info`: debug logging of every crate is not what a deployment pays.
+/// Only the first call counts.
+pub fn set_daemon_log_filter(filter: &str) {
+    let _ = DAEMON_LOG_FILTER.set(filter.to_owned());
+}
+
 /// Spawns a daemon and waits for its stdout line starting with `prefix`; returns the
 /// child and the rest of that line without a trailing `/` (its base URL).
 ///
 /// stderr is appended to `log` (so a restarted daemon's earlier runs stay readable),
-/// or inherited when KIOSK_TEST_LOG is set, which is also the daemon's KIOSK_LOG.
+/// or inherited when KIOSK_TEST_LOG is set, which is also the daemon's KIOSK_LOG
+/// (`debug` otherwise, or what [`set_daemon_log_filter`] set).
 /// stdout is read to its end on a thread, so the daemon never blocks on a full pipe.
 pub(crate) fn spawn_until_line(
     mut command: Command,
@@ -123,7 +136,11 @@ pub(crate) fn spawn_until_line(
     let mut child = command
         .env(
             "KIOSK_LOG",
-            std::env::var("KIOSK_TEST_LOG").unwrap_or_else(|_| "debug".into()),
+            std::env::var("KIOSK_TEST_LOG").unwrap_or_else(|_| {
+                DAEMON_LOG_FILTER
+                    .get()
+                    .map_or_else(|| "debug".into(), Clone::clone)
+            }),
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

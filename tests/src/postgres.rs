@@ -69,14 +69,31 @@ pub fn fresh_database() -> PgDatabase {
 
 impl Drop for PgDatabase {
     fn drop(&mut self) {
-        // FORCE ends the sessions a killed hub may have left open (PostgreSQL 13+).
-        let statement = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-        let dropped = with_client(&self.admin_url, move |client| async move {
-            client
-                .batch_execute(&statement)
-                .await
-                .map_err(|e| format!("{statement}: {e}"))
-        });
+        // FORCE ends the sessions a killed hub may have left open (PostgreSQL 13+), but
+        // fails while autovacuum works in the database (after a bench stored a million
+        // rows): a role without pg_signal_backend may not end that session. A plain DROP
+        // ends autovacuum itself and fails only on other sessions, so the two take turns.
+        let force = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        let plain = format!("DROP DATABASE IF EXISTS \"{}\"", self.name);
+        let mut dropped = Ok(());
+        for attempt in 0..6 {
+            if attempt >= 2 {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            let statement = if attempt % 2 == 0 { &force } else { &plain }.clone();
+            dropped = with_client(&self.admin_url, move |client| async move {
+                client.batch_execute(&statement).await.map_err(|e| {
+                    // The server's message: the error's Display is only "db error".
+                    let why = e
+                        .as_db_error()
+                        .map_or_else(|| e.to_string(), |d| d.message().to_owned());
+                    format!("{statement}: {why}")
+                })
+            });
+            if dropped.is_ok() {
+                return;
+            }
+        }
         // No panic here: it could abort a test that is already failing.
         if let Err(e) = dropped {
             eprintln!("could not drop test database {}: {e}", self.name);
