@@ -4,6 +4,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod hub_cli;
+pub mod reception;
 pub mod roster;
 pub mod rules;
 pub mod store;
