@@ -147,6 +147,7 @@ async fn handle(
     })?;
     let post =
         parse(&bytes, &device.name, jiff::Timestamp::now()).map_err(IntoResponse::into_response)?;
+    let at = post.device_time;
     let result = s
         .writer
         .call(move |store| store.record_post(&post))
@@ -160,7 +161,7 @@ async fn handle(
         )
         .into_response()
     })?;
-    Ok(answer(s, &device, posted))
+    Ok(answer(s, &device, posted, at))
 }
 
 /// The device presenting the bearer token, looked up by the token's hash on every
@@ -299,16 +300,12 @@ fn parse(bytes: &[u8], device: &str, now: jiff::Timestamp) -> Result<HandheldPos
 
 /// 201 with the new visit (greeted on the screen like a tap), or 200 with the stored
 /// answer of a replay (nothing happens again).
-fn answer(s: &ApiState, device: &DeviceAuth, posted: Posted) -> Response {
+fn answer(s: &ApiState, device: &DeviceAuth, posted: Posted, at: jiff::Timestamp) -> Response {
     let status = if posted.replay {
         StatusCode::OK
     } else {
+        // Greeted at the post's time, also for a repeat whose visit is from earlier.
         let source = format!("handheld:{}", device.name);
-        let at = posted
-            .visit
-            .device_time
-            .parse()
-            .unwrap_or_else(|_| jiff::Timestamp::now());
         s.visit_committed(&posted.visit, posted.repeat, &source, at);
         StatusCode::CREATED
     };
