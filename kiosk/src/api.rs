@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
@@ -15,14 +15,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{Notify, broadcast};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use kiosk_device::{ReaderKind, ReaderUpdate};
 
-use crate::store::{ReadDb, Recorded, StoreError, VisitView};
+use crate::handheld::{self, RateLimiter};
+use crate::store::{ReadDb, Recorded, StoreError, VisitView, Writer};
 use crate::sync_side::SyncStatus;
 
 /// The kiosk screen, embedded so the kiosk works with no network at all.
@@ -39,6 +40,40 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// The sync client's live view, when `[sync]` is configured.
     pub sync: Option<kiosk_sync::client::SyncStatus>,
+    /// Handheld posts are written by the same writer as taps.
+    pub writer: Writer,
+    /// Wakes the sync push loop after a commit, when `[sync]` is configured.
+    pub sync_wake: Option<Arc<Notify>>,
+    /// Per-device rate limit of handheld posts.
+    pub limiter: Arc<RateLimiter>,
+}
+
+impl ApiState {
+    /// What follows every committed visit, a tap at a reader or a handheld's post alike:
+    /// the push loop may send it now, and the screen greets.
+    pub fn visit_committed(
+        &self,
+        visit: &VisitView,
+        repeat: bool,
+        source: &str,
+        at: jiff::Timestamp,
+    ) -> Greeting {
+        tracing::info!(
+            source,
+            outcome = %visit.outcome,
+            seq = visit.seq,
+            visit = %visit.id,
+            repeat,
+            "visit recorded"
+        );
+        if let Some(wake) = &self.sync_wake {
+            wake.notify_one();
+        }
+        let greeting = Greeting::from_visit(visit, repeat, source, at);
+        // No subscriber is fine: the screen may not be open.
+        let _ = self.events.send(PublicEvent::Greeting(greeting.clone()));
+        greeting
+    }
 }
 
 /// Fixed facts about this kiosk, shown on the status page.
@@ -225,8 +260,12 @@ pub struct MaskedMember {
 
 impl Greeting {
     pub fn from_recorded(rec: &Recorded, reader: &str, at: jiff::Timestamp) -> Greeting {
-        let v = &rec.visit;
         let repeat = matches!(rec.decision, crate::rules::Decision::Repeat);
+        Greeting::from_visit(&rec.visit, repeat, reader, at)
+    }
+
+    /// The greeting for a stored visit; `repeat` when it is the day's earlier visit.
+    pub fn from_visit(v: &VisitView, repeat: bool, reader: &str, at: jiff::Timestamp) -> Greeting {
         Greeting {
             visit_id: Some(v.id),
             outcome: v.outcome.clone(),
@@ -269,6 +308,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: String) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message,
+        }
+    }
+
     fn bad_request(message: String) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -302,7 +349,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/", get(screen))
         .route("/healthz", get(healthz))
         .route("/api/v1/events", get(events))
-        .route("/api/v1/visits", get(visits))
+        .route(
+            "/api/v1/visits",
+            get(visits)
+                .post(handheld::post_visit)
+                .layer(DefaultBodyLimit::max(handheld::BODY_LIMIT)),
+        )
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
@@ -371,7 +423,7 @@ struct VisitsQuery {
 
 /// A stored visit as staff see it.
 #[derive(Debug, Serialize)]
-struct VisitJson {
+pub(crate) struct VisitJson {
     id: Uuid,
     seq: u64,
     outcome: String,

@@ -11,11 +11,12 @@ use kiosk_device::fake::FakeReader;
 use kiosk_device::{DeviceEvent, Signal, pcsc, serial};
 use kiosk_sync::client::{ClientConfig, SyncClient};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState, Board, Greeting, KioskInfo, PublicEvent};
+use crate::handheld::{RATE_BURST, RATE_PER_SECOND, RateLimiter};
 use crate::store::{Identity, ReadDb, Store, StoreError, TapInput, Writer};
 use crate::sync_side::SyncSide;
 
@@ -110,6 +111,9 @@ impl App {
             events,
             shutdown: CancellationToken::new(),
             sync: sync.as_ref().map(SyncClient::status),
+            writer: writer.clone(),
+            sync_wake: sync.as_ref().map(SyncClient::waker),
+            limiter: Arc::new(RateLimiter::new(RATE_PER_SECOND, RATE_BURST)),
         };
         Ok(App {
             config,
@@ -192,7 +196,6 @@ impl App {
         }
         drop(tx);
 
-        let wake = sync.as_ref().map(SyncClient::waker);
         if let Some(client) = sync {
             // Both loops retry every failure themselves; they end only at shutdown.
             let push = client.clone();
@@ -213,7 +216,7 @@ impl App {
             "reception",
             &stop,
             &failed,
-            reception(rx, writer, state.clone(), wake, stop.clone()),
+            reception(rx, writer, state.clone(), stop.clone()),
         );
 
         let router = api::router(state.clone());
@@ -233,6 +236,9 @@ impl App {
                 .context("HTTP server failed")
             }
         });
+        // The state holds a Writer: only the tasks may keep it, so the writer thread
+        // ends once they have.
+        drop(state);
         tasks.close();
 
         stop.cancelled().await;
@@ -324,7 +330,6 @@ async fn reception(
     mut rx: mpsc::Receiver<DeviceEvent>,
     writer: Writer,
     state: ApiState,
-    sync_wake: Option<Arc<Notify>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let publish = |ev: PublicEvent| {
@@ -344,42 +349,36 @@ async fn reception(
                     device_time: card.at,
                 };
                 let result = writer.call(move |store| store.record_tap(&input)).await;
-                let greeting = match result {
-                    Ok(rec) => {
-                        tracing::info!(
-                            reader = %card.reader,
-                            outcome = %rec.visit.outcome,
-                            seq = rec.visit.seq,
-                            visit = %rec.visit.id,
-                            "tap recorded"
-                        );
-                        if let Some(wake) = &sync_wake {
-                            // Committed: the push loop may send it now.
-                            wake.notify_one();
-                        }
-                        Greeting::from_recorded(&rec, &card.reader, card.at)
+                let signal = |welcome: bool| {
+                    if welcome {
+                        Signal::Welcome
+                    } else {
+                        Signal::Refused
                     }
-                    Err(StoreError::WriterGone) => {
-                        // Nothing can be stored any more: stop so systemd restarts us.
+                };
+                match result {
+                    Ok(rec) => {
+                        if let Some(feedback) = card.feedback.take() {
+                            feedback.send(signal(rec.visit.outcome == "welcome"));
+                        }
+                        let repeat = matches!(rec.decision, crate::rules::Decision::Repeat);
+                        state.visit_committed(&rec.visit, repeat, &card.reader, card.at);
+                    }
+                    Err(e) => {
+                        if let Some(feedback) = card.feedback.take() {
+                            feedback.send(signal(false));
+                        }
                         publish(PublicEvent::Greeting(Greeting::store_failed(
                             &card.reader,
                             card.at,
                         )));
-                        anyhow::bail!("the store's writer thread has stopped");
-                    }
-                    Err(e) => {
+                        if matches!(e, StoreError::WriterGone) {
+                            // Nothing can be stored any more: stop so systemd restarts us.
+                            anyhow::bail!("the store's writer thread has stopped");
+                        }
                         tracing::error!(reader = %card.reader, error = %e, "could not store a tap; the visitor is sent to reception");
-                        Greeting::store_failed(&card.reader, card.at)
                     }
-                };
-                if let Some(feedback) = card.feedback.take() {
-                    feedback.send(if greeting.outcome == "welcome" {
-                        Signal::Welcome
-                    } else {
-                        Signal::Refused
-                    });
                 }
-                publish(PublicEvent::Greeting(greeting));
                 tracing::debug!(
                     reader = %card.reader,
                     micros = card.read_at.elapsed().as_micros() as u64,

@@ -13,6 +13,7 @@ use kiosk_device::fake::FakeReader;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Extras};
+use crate::devices::DeviceName;
 use crate::roster;
 use crate::store::{Identity, Store};
 use kiosk_sync::hub::{Hub, HubDb};
@@ -59,6 +60,19 @@ enum Command {
     },
     /// List the PC/SC readers and serial ports seen now.
     Readers,
+    /// Handheld devices allowed to post visits (POST /api/v1/visits).
+    Devices {
+        #[arg(
+            long,
+            short,
+            env = "KIOSK_CONFIG",
+            default_value = "kiosk.toml",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: DevicesCommand,
+    },
     /// Run the hub (the central receiver), or manage it.
     Hub {
         #[arg(
@@ -84,6 +98,25 @@ enum RosterCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum DevicesCommand {
+    /// Issue a device's token; shown once, stored hashed.
+    Add {
+        /// 1 to 64 letters, digits, '-', '_' or '.'; visits show it as handheld:NAME.
+        name: String,
+        /// The consultant carrying the device (a roster consultant id).
+        #[arg(long)]
+        consultant: Option<String>,
+        /// Write the token to this file (mode 600) instead of printing it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
+    /// List devices (never their tokens).
+    List,
+    /// Revoke a device's token; a running kiosk refuses it from its next request.
+    Revoke { name: String },
+}
+
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -94,6 +127,7 @@ pub fn main() -> ExitCode {
             command: RosterCommand::Import { file, config },
         } => return import_roster(&config, &file),
         Command::Readers => readers(),
+        Command::Devices { config, command } => devices(&config, command),
         Command::Hub { config, command } => crate::hub_cli::run(&config, command),
         Command::Run { config } => load(&config).and_then(|c| serve(c, Extras::default())),
         Command::Demo {
@@ -216,6 +250,62 @@ fn identity(cfg: &Config) -> Identity {
         kiosk_id: cfg.kiosk.id.to_string(),
         office_id: cfg.kiosk.office.to_string(),
         time_zone: cfg.kiosk.time_zone.clone(),
+    }
+}
+
+/// `kiosk devices …`, on the store directly like `roster import`: SQLite orders it
+/// against a running daemon, which reads devices afresh on every request.
+fn devices(config: &Path, command: DevicesCommand) -> anyhow::Result<()> {
+    let cfg = load(config)?;
+    let mut store = Store::open(&cfg.kiosk.data_dir, identity(&cfg))?;
+    match command {
+        DevicesCommand::Add {
+            name,
+            consultant,
+            token_file,
+        } => {
+            let name = DeviceName::parse(&name)?;
+            let token = kiosk_sync::auth::new_token();
+            store.add_device(
+                &name,
+                consultant.as_deref(),
+                &kiosk_sync::auth::hash(&token),
+            )?;
+            crate::hub_cli::hand_over(
+                &token,
+                token_file.as_deref(),
+                &format!("device {}", name.as_str()),
+                "enter it on the handheld",
+            )
+        }
+        DevicesCommand::List => {
+            let devices = store.list_devices()?;
+            if devices.is_empty() {
+                println!("no devices yet; add one with `kiosk devices add NAME`");
+            }
+            for d in devices {
+                println!(
+                    "{}\tconsultant {}\tcreated {}\t{}",
+                    d.name,
+                    d.consultant_id.as_deref().unwrap_or("-"),
+                    d.created_at,
+                    match &d.revoked_at {
+                        Some(at) => format!("revoked {at}"),
+                        None => "active".to_owned(),
+                    }
+                );
+            }
+            Ok(())
+        }
+        DevicesCommand::Revoke { name } => {
+            let name = DeviceName::parse(&name)?;
+            store.revoke_device(&name)?;
+            println!(
+                "device {}'s token is revoked; its visits stay. Issue a new one with `kiosk devices add`.",
+                name.as_str()
+            );
+            Ok(())
+        }
     }
 }
 

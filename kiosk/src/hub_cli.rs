@@ -143,7 +143,12 @@ async fn admin(db: &HubDb, command: HubCommand) -> anyhow::Result<()> {
             db.add_kiosk(&id, &office, &auth::hash(&token))
                 .await
                 .map_err(conflict_hint)?;
-            hand_over(&token, token_file.as_deref(), &format!("kiosk {id}"))
+            hand_over(
+                &token,
+                token_file.as_deref(),
+                &format!("kiosk {id}"),
+                "put it in the token_file",
+            )
         }
         HubCommand::Kiosks {
             command: KiosksCommand::List,
@@ -177,7 +182,12 @@ async fn admin(db: &HubDb, command: HubCommand) -> anyhow::Result<()> {
                 Err(e) => return Err(e.into()),
             }
             db.add_kiosk(ADMIN_ID, "", &auth::hash(&token)).await?;
-            hand_over(&token, token_file.as_deref(), "the hub's administrator")
+            hand_over(
+                &token,
+                token_file.as_deref(),
+                "the hub's administrator",
+                "put it in the token_file",
+            )
         }
         HubCommand::Prune { older_than } => {
             let age = kiosk_config::parse_duration(&older_than)
@@ -203,12 +213,18 @@ fn conflict_hint(e: HubStoreError) -> anyhow::Error {
 }
 
 /// Shows a new token once, or writes it to a file only its owner can read.
-fn hand_over(token: &str, file: Option<&Path>, whose: &str) -> anyhow::Result<()> {
+/// `put_it` says where the token goes ("put it in the token_file").
+pub(crate) fn hand_over(
+    token: &str,
+    file: Option<&Path>,
+    whose: &str,
+    put_it: &str,
+) -> anyhow::Result<()> {
     match file {
         None => {
             println!("{token}");
             eprintln!(
-                "This is {whose}'s token. It is shown once and stored only as a hash: put it in the token_file now."
+                "This is {whose}'s token. It is shown once and stored only as a hash: {put_it} now."
             );
         }
         Some(path) => {

@@ -3,6 +3,8 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod devices;
+pub mod handheld;
 pub mod hub_cli;
 pub mod reception;
 pub mod roster;

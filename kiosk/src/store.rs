@@ -20,7 +20,7 @@ use crate::rules::{self, CardFacts, Decision, TapFacts, VisitKind};
 /// The store's file inside `data_dir`.
 pub const DB_FILE: &str = "kiosk.sqlite";
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// What schema version 3 added for sync, in a macro so that the new-database schema
 /// and the 2 → 3 migration are the same text.
@@ -65,6 +65,35 @@ CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
 -- would scan a million cards.
 CREATE INDEX IF NOT EXISTS cards_by_customer ON cards (customer_id);
 CREATE INDEX IF NOT EXISTS customers_by_consultant ON customers (consultant_id);
+"#
+    };
+}
+
+/// What schema version 4 added for handheld devices, shared by the new-database schema
+/// and the 3 → 4 migration.
+macro_rules! schema_v4 {
+    () => {
+        r#"
+-- Handheld devices (PDAs) allowed to post visits. Only the token's SHA-256 is kept:
+-- the token itself is shown once by `kiosk devices add`.
+CREATE TABLE IF NOT EXISTS devices (
+    name          TEXT PRIMARY KEY,
+    token_hash    TEXT NOT NULL UNIQUE,
+    consultant_id TEXT,
+    created_at    TEXT NOT NULL,
+    revoked_at    TEXT
+) STRICT;
+
+-- Every accepted handheld post by the client's id, written in the visit's transaction:
+-- a retried post finds its answer here instead of making a second visit.
+CREATE TABLE IF NOT EXISTS device_posts (
+    id        TEXT PRIMARY KEY,
+    device    TEXT NOT NULL,
+    body_hash TEXT NOT NULL,
+    visit_id  TEXT NOT NULL,
+    note      TEXT,
+    at        TEXT NOT NULL
+) STRICT;
 "#
     };
 }
@@ -143,7 +172,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_at   TEXT
 ) STRICT;
 "#,
-    schema_v3!()
+    schema_v3!(),
+    schema_v4!()
 );
 
 /// `MIGRATIONS[n - 1]` takes a database from version `n` to `n + 1`, keeping its data.
@@ -154,6 +184,8 @@ const MIGRATIONS: &[&str] = &[
     // 2 → 3: sync's frozen batch, quarantine, brokers and indexes; the roster cursor
     // and the last push and pull times are rows of `meta`.
     schema_v3!(),
+    // 3 → 4: handheld devices and their posts.
+    schema_v4!(),
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
 
@@ -377,156 +409,48 @@ impl Store {
     }
 
     /// Records a tap (visit + outbox row, one transaction) and returns what to show.
-    ///
-    /// While another process holds the database (a large `roster import`), the tap
-    /// waits and retries rather than being lost; it gives up only after a minute.
     pub fn record_tap(&mut self, tap: &TapInput) -> Result<Recorded, StoreError> {
+        let presented = Presented::Card(tap.token.clone());
+        let input = VisitInput {
+            id: Uuid::now_v7(),
+            source: &tap.source,
+            presented: &presented,
+            device_time: tap.device_time,
+        };
+        self.retry_busy(|store| {
+            let tx = store
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let recorded = record_in(&tx, &store.identity, &input)?;
+            tx.commit()?;
+            // A card always yields a visit; only a customer id can be unknown.
+            recorded.ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+        })
+    }
+
+    /// Runs a write, retrying it while another process holds the database (a large
+    /// `roster import`) so that a tap waits rather than being lost; it gives up only
+    /// after a minute.
+    pub(crate) fn retry_busy<R>(
+        &mut self,
+        mut write: impl FnMut(&mut Store) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            match self.try_record_tap(tap) {
+            match write(self) {
                 Err(StoreError::Sqlite(e))
                     if is_busy(&e) && std::time::Instant::now() < deadline =>
                 {
-                    tracing::warn!(error = %e, "database busy (a roster import?); retrying the tap");
+                    tracing::warn!(error = %e, "database busy (a roster import?); retrying the write");
                 }
                 other => return other,
             }
         }
     }
 
-    fn try_record_tap(&mut self, tap: &TapInput) -> Result<Recorded, StoreError> {
-        let office_day = tap
-            .device_time
-            .to_zoned(self.identity.time_zone.clone())
-            .date()
-            .to_string();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row = find_card(&tx, &tap.token)?;
-        let (today_visit, visited_before) = match &row {
-            Some(r) => {
-                let today: Option<String> = tx
-                    .query_row(
-                        "SELECT id FROM visits WHERE customer_id = ?1 AND office_day = ?2 AND outcome = 'welcome'",
-                        params![r.customer.id, office_day],
-                        |x| x.get(0),
-                    )
-                    .optional()?;
-                let before: bool = tx.query_row(
-                    "SELECT EXISTS (SELECT 1 FROM visits WHERE customer_id = ?1 AND office_day < ?2 AND outcome = 'welcome')",
-                    params![r.customer.id, office_day],
-                    |x| x.get(0),
-                )?;
-                (today, before)
-            }
-            None => (None, false),
-        };
-        let facts = TapFacts {
-            random_uid: tap.token.is_random_uid(),
-            card: row.as_ref().map(|r| CardFacts {
-                active: r.status == "active",
-            }),
-            visited_today: today_visit.is_some(),
-            visited_before,
-        };
-        let decision = rules::decide(&facts);
-        if let (Decision::Repeat, Some(id)) = (decision, &today_visit) {
-            // Every tap greets, but the day's visit already exists: nothing to write.
-            let visit = visit_by_id(&tx, id)?;
-            return Ok(Recorded { decision, visit });
-        }
-        let (outcome, reason, kind) = match decision {
-            Decision::Welcome(kind) => (wire::Outcome::Welcome, None, Some(kind)),
-            Decision::Unknown => (wire::Outcome::Unknown, None, None),
-            Decision::Denied(r) => (wire::Outcome::Denied, Some(r), None),
-            // Repeat with no visit of the day cannot come out of `decide`; were it
-            // to, counting it as a revisit keeps the tap rather than losing it.
-            Decision::Repeat => (wire::Outcome::Welcome, None, Some(VisitKind::Revisit)),
-        };
-        // A random UID identifies nobody; keeping the customer of a roster row
-        // that wrongly lists one would credit a phone's tap to a member.
-        let row = if tap.token.is_random_uid() { None } else { row };
-        let reason_detail = match reason {
-            Some(rules::DenyReason::CardRevoked) => row.as_ref().and_then(|r| r.note.clone()),
-            _ => None,
-        };
-        let seq: u64 = tx.query_row(
-            "UPDATE counters SET value = value + 1 WHERE name = 'outbox_seq' RETURNING value",
-            [],
-            |r| r.get(0),
-        )?;
-        let record = wire::VisitRecord {
-            id: Uuid::now_v7(),
-            kiosk_id: self.identity.kiosk_id.clone(),
-            office_id: self.identity.office_id.clone(),
-            seq,
-            source: tap.source.clone(),
-            method: wire_method(tap.token.method()),
-            card: Some(tap.token.as_str().to_owned()),
-            customer_id: row.as_ref().map(|r| r.customer.id.clone()),
-            outcome,
-            reason: reason.map(|r| r.code().to_owned()),
-            kind: kind.map(|k| match k {
-                VisitKind::First => wire::VisitKind::First,
-                VisitKind::Revisit => wire::VisitKind::Revisit,
-            }),
-            consultant_id: row
-                .as_ref()
-                .and_then(|r| r.consultant.as_ref().map(|c| c.id.clone())),
-            stand_in: false,
-            device_time: tap.device_time,
-            recorded_at: jiff::Timestamp::now(),
-            office_day: Some(office_day.clone()),
-        };
-        let outcome_str = outcome_code(outcome);
-        tx.execute(
-            "INSERT INTO visits (id, seq, source, method, card, customer_id, outcome, reason, reason_detail,
-                                 kind, consultant_id, stand_in, office_day, device_time, recorded_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14)",
-            params![
-                record.id.to_string(),
-                seq,
-                record.source,
-                tap.token.method().as_str(),
-                record.card,
-                record.customer_id,
-                outcome_str,
-                record.reason,
-                reason_detail,
-                kind.map(VisitKind::as_str),
-                record.consultant_id,
-                office_day,
-                record.device_time.to_string(),
-                record.recorded_at.to_string(),
-            ],
-        )?;
-        let body = serde_json::to_string(&wire::Record::Visit(record.clone()))
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        tx.execute(
-            "INSERT INTO outbox (seq, record_id, kind, body) VALUES (?1, ?2, 'visit', ?3)",
-            params![seq, record.id.to_string(), body],
-        )?;
-        tx.commit()?;
-        Ok(Recorded {
-            decision,
-            visit: VisitView {
-                id: record.id,
-                seq,
-                source: record.source,
-                method: tap.token.method().as_str().to_owned(),
-                card: record.card,
-                outcome: outcome_str.to_owned(),
-                reason: record.reason,
-                reason_detail,
-                kind: kind.map(|k| k.as_str().to_owned()),
-                customer: row.as_ref().map(|r| r.customer.clone()),
-                consultant: row.and_then(|r| r.consultant),
-                office_day,
-                device_time: record.device_time.to_string(),
-                recorded_at: record.recorded_at.to_string(),
-            },
-        })
+    /// The identity visits are recorded under.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// Applies a validated roster in one transaction: all of it or none of it.
@@ -577,6 +501,175 @@ impl Store {
             dez8_cards: roster.cards.iter().filter(|c| c.low24_only).count(),
         })
     }
+}
+
+/// Who a visit is for: a card as read, or a customer picked by hand on a handheld.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    Card(CardToken),
+    Customer(String),
+}
+
+/// A visit to record: a tap at a reader, or a handheld's post.
+#[derive(Debug, Clone)]
+pub(crate) struct VisitInput<'a> {
+    /// The visit's id: new for a tap, the client's for a handheld post (so that the hub
+    /// stores it once, whichever kiosk sends it).
+    pub id: Uuid,
+    /// A reader's name, or `handheld:<device>`.
+    pub source: &'a str,
+    pub presented: &'a Presented,
+    pub device_time: jiff::Timestamp,
+}
+
+/// Records a visit (visit + outbox row) inside the caller's transaction, by the same
+/// rules whoever presented it, and returns what to show; the caller commits.
+/// `None` only for a customer id that is not in the roster: nothing was written.
+pub(crate) fn record_in(
+    tx: &Connection,
+    identity: &Identity,
+    input: &VisitInput<'_>,
+) -> Result<Option<Recorded>, StoreError> {
+    let office_day = input
+        .device_time
+        .to_zoned(identity.time_zone.clone())
+        .date()
+        .to_string();
+    let (row, random_uid, method, card) = match input.presented {
+        Presented::Card(token) => (
+            find_card(tx, token)?,
+            token.is_random_uid(),
+            token.method(),
+            Some(token.as_str().to_owned()),
+        ),
+        Presented::Customer(id) => match find_customer(tx, id)? {
+            // Chosen by staff on a handheld: like an active card of that customer.
+            Some(row) => (Some(row), false, Method::Manual, None),
+            None => return Ok(None),
+        },
+    };
+    let (today_visit, visited_before) = match &row {
+        Some(r) => {
+            let today: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM visits WHERE customer_id = ?1 AND office_day = ?2 AND outcome = 'welcome'",
+                    params![r.customer.id, office_day],
+                    |x| x.get(0),
+                )
+                .optional()?;
+            let before: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM visits WHERE customer_id = ?1 AND office_day < ?2 AND outcome = 'welcome')",
+                params![r.customer.id, office_day],
+                |x| x.get(0),
+            )?;
+            (today, before)
+        }
+        None => (None, false),
+    };
+    let facts = TapFacts {
+        random_uid,
+        card: row.as_ref().map(|r| CardFacts {
+            active: r.status == "active",
+        }),
+        visited_today: today_visit.is_some(),
+        visited_before,
+    };
+    let decision = rules::decide(&facts);
+    if let (Decision::Repeat, Some(id)) = (decision, &today_visit) {
+        // Every tap greets, but the day's visit already exists: nothing to write.
+        let visit = visit_by_id(tx, id)?;
+        return Ok(Some(Recorded { decision, visit }));
+    }
+    let (outcome, reason, kind) = match decision {
+        Decision::Welcome(kind) => (wire::Outcome::Welcome, None, Some(kind)),
+        Decision::Unknown => (wire::Outcome::Unknown, None, None),
+        Decision::Denied(r) => (wire::Outcome::Denied, Some(r), None),
+        // Repeat with no visit of the day cannot come out of `decide`; were it
+        // to, counting it as a revisit keeps the tap rather than losing it.
+        Decision::Repeat => (wire::Outcome::Welcome, None, Some(VisitKind::Revisit)),
+    };
+    // A random UID identifies nobody; keeping the customer of a roster row
+    // that wrongly lists one would credit a phone's tap to a member.
+    let row = if random_uid { None } else { row };
+    let reason_detail = match reason {
+        Some(rules::DenyReason::CardRevoked) => row.as_ref().and_then(|r| r.note.clone()),
+        _ => None,
+    };
+    let seq: u64 = tx.query_row(
+        "UPDATE counters SET value = value + 1 WHERE name = 'outbox_seq' RETURNING value",
+        [],
+        |r| r.get(0),
+    )?;
+    let record = wire::VisitRecord {
+        id: input.id,
+        kiosk_id: identity.kiosk_id.clone(),
+        office_id: identity.office_id.clone(),
+        seq,
+        source: input.source.to_owned(),
+        method: wire_method(method),
+        card,
+        customer_id: row.as_ref().map(|r| r.customer.id.clone()),
+        outcome,
+        reason: reason.map(|r| r.code().to_owned()),
+        kind: kind.map(|k| match k {
+            VisitKind::First => wire::VisitKind::First,
+            VisitKind::Revisit => wire::VisitKind::Revisit,
+        }),
+        consultant_id: row
+            .as_ref()
+            .and_then(|r| r.consultant.as_ref().map(|c| c.id.clone())),
+        stand_in: false,
+        device_time: input.device_time,
+        recorded_at: jiff::Timestamp::now(),
+        office_day: Some(office_day.clone()),
+    };
+    let outcome_str = outcome_code(outcome);
+    tx.execute(
+        "INSERT INTO visits (id, seq, source, method, card, customer_id, outcome, reason, reason_detail,
+                             kind, consultant_id, stand_in, office_day, device_time, recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14)",
+        params![
+            record.id.to_string(),
+            seq,
+            record.source,
+            method.as_str(),
+            record.card,
+            record.customer_id,
+            outcome_str,
+            record.reason,
+            reason_detail,
+            kind.map(VisitKind::as_str),
+            record.consultant_id,
+            office_day,
+            record.device_time.to_string(),
+            record.recorded_at.to_string(),
+        ],
+    )?;
+    let body = serde_json::to_string(&wire::Record::Visit(record.clone()))
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    tx.execute(
+        "INSERT INTO outbox (seq, record_id, kind, body) VALUES (?1, ?2, 'visit', ?3)",
+        params![seq, record.id.to_string(), body],
+    )?;
+    Ok(Some(Recorded {
+        decision,
+        visit: VisitView {
+            id: record.id,
+            seq,
+            source: record.source,
+            method: method.as_str().to_owned(),
+            card: record.card,
+            outcome: outcome_str.to_owned(),
+            reason: record.reason,
+            reason_detail,
+            kind: kind.map(|k| k.as_str().to_owned()),
+            customer: row.as_ref().map(|r| r.customer.clone()),
+            consultant: row.and_then(|r| r.consultant),
+            office_day,
+            device_time: record.device_time.to_string(),
+            recorded_at: record.recorded_at.to_string(),
+        },
+    }))
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -651,6 +744,37 @@ fn lookup_card(
     .optional()
 }
 
+/// A customer chosen by id (a handheld's post), in the shape of an active card entry
+/// so that the same rules decide it.
+fn find_customer(conn: &Connection, id: &str) -> Result<Option<CardRow>, rusqlite::Error> {
+    conn.prepare_cached(
+        "SELECT customers.id, customers.surname, customers.title, customers.tier,
+                consultants.id, consultants.name
+         FROM customers LEFT JOIN consultants ON consultants.id = customers.consultant_id
+         WHERE customers.id = ?1",
+    )?
+    .query_row([id], |r| {
+        Ok(CardRow {
+            status: "active".to_owned(),
+            note: None,
+            customer: CustomerView {
+                id: r.get(0)?,
+                surname: r.get(1)?,
+                title: Title::from_db(&r.get::<_, String>(2)?),
+                tier: Tier::from_db(&r.get::<_, String>(3)?),
+            },
+            consultant: match (
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ) {
+                (Some(id), Some(name)) => Some(ConsultantView { id, name }),
+                _ => None,
+            },
+        })
+    })
+    .optional()
+}
+
 const VISIT_COLUMNS: &str =
     "v.id, v.seq, v.source, v.method, v.card, v.outcome, v.reason, v.reason_detail, v.kind,
     c.id, c.surname, c.title, c.tier, k.id, k.name, v.office_day, v.device_time, v.recorded_at";
@@ -695,7 +819,7 @@ fn visit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VisitView> {
     })
 }
 
-fn visit_by_id(conn: &Connection, id: &str) -> rusqlite::Result<VisitView> {
+pub(crate) fn visit_by_id(conn: &Connection, id: &str) -> rusqlite::Result<VisitView> {
     conn.query_row(
         &format!("SELECT {VISIT_COLUMNS} {VISIT_FROM} WHERE v.id = ?1"),
         [id],
