@@ -529,19 +529,44 @@ async fn two_kiosks_and_a_handheld(backend: Backend) {
         .as_str()
         .expect("office day")
         .to_owned();
-    // And a consultant records the same customer on a handheld; handheld posts come
-    // with the reception issue, so a third sender stands in for the kiosk it posts to.
-    let token_c = hub_dir.path().join("kiosk-c.token");
-    hub_dir.add_kiosk("kiosk-c", OFFICE, &token_c);
-    let reply = push_as(
-        &hub.base,
+    // And a consultant records the same customer on a handheld at a third reception
+    // point (a kiosk with no reader, handhelds only).
+    let c_dir = KioskDir::with_id(
+        BIN,
         "kiosk-c",
-        &read_token(&token_c),
-        &[visit_line("kiosk-c", 1, "qr:MEMBER-1", Some("C0001"), &day)],
-    )
+        OFFICE,
+        &sync_section(&hub.base, "hub.token", ""),
+    );
+    hub_dir.add_kiosk("kiosk-c", OFFICE, &c_dir.path().join("hub.token"));
+    let out = c_dir.cli(&[
+        "devices",
+        "add",
+        "pda-07",
+        "--config",
+        c_dir.config().to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let device_token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let kc = c_dir.start();
+    wait_until("kiosk-c's roster", WAIT, || async {
+        (sync_status(&kc).await["roster_cursor"].as_u64().is_some()).then_some(())
+    })
     .await;
-    assert_eq!(reply["items"][0]["status"], "inserted", "{reply}");
-    for k in [&ka, &kb] {
+    let posted = kiosk_tests::http_client()
+        .post(kc.url("/api/v1/visits"))
+        .bearer_auth(&device_token)
+        .json(&serde_json::json!({"id": uuid::Uuid::now_v7(), "customer_id": "C0001"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(posted.status(), 201);
+    let posted: Value = posted.json().await.expect("body");
+    assert_eq!(posted["outcome"], "welcome", "{posted}");
+    for k in [&ka, &kb, &kc] {
         wait_drained(k).await;
     }
     // Three records kept as evidence, one office visit counted for the day.
