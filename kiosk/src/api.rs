@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, broadcast};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use kiosk_device::{ReaderKind, ReaderUpdate};
@@ -100,13 +101,15 @@ struct BoardInner {
     services: BTreeMap<&'static str, ServiceStatus>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ReaderStatus {
     pub name: String,
     /// pcsc, serial or simulated.
+    #[schema(value_type = String)]
     pub kind: &'static str,
     pub connected: bool,
     pub card_present: bool,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_tap: Option<jiff::Timestamp>,
     /// Why it is not connected, and what to check.
     pub problem: Option<String>,
@@ -114,8 +117,9 @@ pub struct ReaderStatus {
     pub reopen_attempts: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ServiceStatus {
+    #[schema(value_type = String)]
     pub backend: &'static str,
     pub up: bool,
     pub detail: String,
@@ -336,12 +340,46 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The body of every error answer: typed, so the OpenAPI document shows what is sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable and machine-readable, e.g. `bad_request`, `unauthorized`, `rate_limited`.
+    #[schema(value_type = String)]
+    code: &'static str,
+    /// For people: what is wrong and what to do.
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
+
+/// Every route of [`router`] as (path, method). axum cannot list a router's routes, so
+/// this one list is what both the OpenAPI document and a test calling each route on a
+/// real router are checked against: a route added in one place only fails a test.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/", "get"),
+    ("/healthz", "get"),
+    ("/api/v1/events", "get"),
+    ("/api/v1/visits", "get"),
+    ("/api/v1/visits", "post"),
+    ("/api/v1/status", "get"),
+    ("/metrics", "get"),
+    ("/api/v1/openapi.json", "get"),
+];
 
 /// Builds the router; serving it is the caller's business, so tests can drive it directly.
 pub fn router(state: ApiState) -> Router {
@@ -357,11 +395,15 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics_text))
+        .route("/api/v1/openapi.json", get(crate::openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
+/// The kiosk screen (HTML), shown full-screen on the kiosk.
+#[utoipa::path(get, path = "/", tag = "screen",
+    responses((status = 200, description = "The kiosk screen's page", content_type = "text/html", body = String)))]
 async fn screen() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-cache")], Html(SCREEN_HTML))
 }
@@ -382,13 +424,31 @@ async fn method_not_allowed() -> ApiError {
     }
 }
 
-async fn healthz(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+/// `{"status": "ok"}` while the kiosk's database answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Health {
+    #[schema(value_type = String, pattern = "^ok$")]
+    status: &'static str,
+}
+
+/// Liveness for a supervisor: the process answers and its database is readable.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "Up", body = Health),
+        (status = 503, description = "The database is not available", body = ErrorBody),
+    ))]
+async fn healthz(State(s): State<ApiState>) -> Result<Json<Health>, ApiError> {
     s.db.counts().await?;
-    Ok(Json(serde_json::json!({"status": "ok"})))
+    Ok(Json(Health { status: "ok" }))
 }
 
 /// Public, masked event stream for the screen. Opens with the readers' state so a
 /// page that reconnects never shows stale reader health.
+#[utoipa::path(get, path = "/api/v1/events", tag = "screen",
+    description = "Server-sent events for the screen, public and masked: no customer id, card or phone. \
+Events `reader` (`{\"type\":\"reader\",\"reader\",\"connected\",\"card_present\"}`, the readers' state first) and \
+`greeting` (`{\"type\":\"greeting\",\"visit_id\",\"outcome\",\"reason\",\"visit_kind\",\"repeat\",\"member\",\"consultant\",\"reader\",\"at\"}`). The stream stays open.",
+    responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String)))]
 async fn events(State(s): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = BroadcastStream::new(s.events.subscribe());
     let snapshot: Vec<PublicEvent> = s
@@ -413,18 +473,32 @@ fn to_sse(ev: &PublicEvent) -> Event {
         .retry(std::time::Duration::from_secs(2))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct VisitsQuery {
     /// Office day, YYYY-MM-DD; today by default.
+    #[param(format = Date)]
     day: Option<String>,
+    /// How many visits at most, the latest first; 100 by default.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
+/// A day's visits.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct VisitList {
+    #[schema(format = Date)]
+    day: String,
+    visits: Vec<VisitJson>,
+}
+
 /// A stored visit as staff see it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct VisitJson {
     id: Uuid,
+    /// Per kiosk, gap-free, from 1.
+    #[schema(minimum = 1)]
     seq: u64,
     outcome: String,
     reason: Option<String>,
@@ -432,14 +506,18 @@ pub(crate) struct VisitJson {
     kind: Option<String>,
     customer_id: Option<String>,
     name_zh: Option<String>,
+    #[schema(value_type = Option<String>)]
     tier: Option<&'static str>,
     consultant_id: Option<String>,
     consultant_name: Option<String>,
     source: String,
     method: String,
     card: Option<String>,
+    #[schema(format = Date)]
     office_day: String,
+    #[schema(format = DateTime)]
     device_time: String,
+    #[schema(format = DateTime)]
     recorded_at: String,
 }
 
@@ -470,11 +548,19 @@ impl From<VisitView> for VisitJson {
     }
 }
 
+/// The visits of an office day, for staff on the kiosk itself.
+#[utoipa::path(get, path = "/api/v1/visits", tag = "visits", params(VisitsQuery),
+    responses(
+        (status = 200, description = "The day's visits, the latest first", body = VisitList),
+        (status = 400, description = "A parameter is malformed, out of range or unknown", body = ErrorBody),
+        (status = 403, description = "Asked from another machine than the kiosk itself", body = ErrorBody),
+        (status = 503, description = "The database is not available", body = ErrorBody),
+    ))]
 async fn visits(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     query: Result<Query<VisitsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<VisitList>, ApiError> {
     // Visits carry customer ids and card UIDs: until staff tokens exist, only the
     // kiosk itself may read them, whatever kiosk.listen says.
     if !peer.ip().is_loopback() {
@@ -512,7 +598,7 @@ async fn visits(
             .into_iter()
             .map(VisitJson::from)
             .collect();
-    Ok(Json(serde_json::json!({"day": day, "visits": list})))
+    Ok(Json(VisitList { day, visits: list }))
 }
 
 /// Unsent visits older than this, with the hub unreachable, are a problem on the status page.
@@ -522,6 +608,11 @@ const REPEATED_FAILURES: u32 = 3;
 
 /// Prometheus text: gauges read from the store at scrape time, counters kept by the
 /// sync client as it works.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String),
+        (status = 503, description = "The database is not available", body = ErrorBody),
+    ))]
 async fn metrics_text(State(s): State<ApiState>) -> Result<Response, ApiError> {
     let counts = s.db.counts().await?;
     metrics::gauge!("kiosk_visits_today").set(counts.visits_today as f64);
@@ -609,7 +700,37 @@ pub fn sync_json(
     sync
 }
 
-async fn status(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+/// The status page's data.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct StatusJson {
+    #[schema(value_type = String)]
+    version: &'static str,
+    kiosk_id: String,
+    office: String,
+    office_name: String,
+    time_zone: String,
+    #[schema(value_type = String)]
+    data_dir: PathBuf,
+    readers: Vec<ReaderStatus>,
+    services: Vec<ServiceStatus>,
+    /// What needs a person's look, in words; empty when all is well.
+    problems: Vec<String>,
+    visits_today: u64,
+    outbox_backlog: u64,
+    roster_cards: u64,
+    /// Backlog, last push and pull, roster cursor, quarantine, and the live sync
+    /// client's view (`configured`, hub, reachability, last error): see `sync_json`.
+    #[schema(value_type = Object)]
+    sync: serde_json::Value,
+}
+
+/// Readers, services, sync backlog and hub reachability, and the problems among them.
+#[utoipa::path(get, path = "/api/v1/status", tag = "operations",
+    responses(
+        (status = 200, description = "The kiosk's state", body = StatusJson),
+        (status = 503, description = "The database is not available", body = ErrorBody),
+    ))]
+async fn status(State(s): State<ApiState>) -> Result<Json<StatusJson>, ApiError> {
     let counts = s.db.counts().await?;
     let sync = s.db.sync_status().await?;
     let readers = s.board.readers();
@@ -689,19 +810,19 @@ async fn status(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, Ap
                 .join(" or ")
         ));
     }
-    Ok(Json(serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "kiosk_id": s.info.kiosk_id,
-        "office": s.info.office,
-        "office_name": s.info.office_name,
-        "time_zone": s.info.time_zone,
-        "data_dir": s.info.data_dir,
-        "readers": readers,
-        "services": services,
-        "problems": problems,
-        "visits_today": counts.visits_today,
-        "outbox_backlog": counts.outbox_backlog,
-        "roster_cards": counts.cards,
-        "sync": sync_json(&sync, now, live),
-    })))
+    Ok(Json(StatusJson {
+        version: env!("CARGO_PKG_VERSION"),
+        kiosk_id: s.info.kiosk_id.clone(),
+        office: s.info.office.clone(),
+        office_name: s.info.office_name.clone(),
+        time_zone: s.info.time_zone.clone(),
+        data_dir: s.info.data_dir.clone(),
+        readers,
+        services,
+        problems,
+        visits_today: counts.visits_today,
+        outbox_backlog: counts.outbox_backlog,
+        roster_cards: counts.cards,
+        sync: sync_json(&sync, now, live),
+    }))
 }

@@ -13,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use kiosk_device::CardToken;
 use kiosk_sync::auth;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::api::{ApiError, ApiState, VisitJson};
+use crate::api::{ApiError, ApiState, ErrorBody, VisitJson};
 use crate::devices::{DeviceAuth, HandheldPost, Posted};
 use crate::store::Presented;
 
@@ -24,7 +25,7 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 /// How far ahead of the kiosk's clock a handheld's `at` may be (clock drift), no more.
 const FUTURE_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_secs(5 * 60);
 /// Longest note, in characters.
-const NOTE_MAX: usize = 200;
+pub(crate) const NOTE_MAX: usize = 200;
 /// The body's shape, for error messages.
 const SHAPE: &str = "the body is {\"id\": UUID, \"card\": token or \"customer_id\": id, \"at\": RFC 3339 (optional), \"note\": text (optional)}";
 /// Per device: sustained posts per second, and how many may come at once.
@@ -32,14 +33,37 @@ pub const RATE_PER_SECOND: f64 = 20.0;
 pub const RATE_BURST: f64 = 40.0;
 
 /// The body as sent. Unknown fields are errors, so a typo is never silently dropped.
-#[derive(Debug, Deserialize)]
+/// Its schema's fields are this struct's; `openapi::VisitPost` turns it into
+/// the two shapes (card, or customer_id) that `parse` accepts.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PostBody {
+pub(crate) struct PostBody {
+    /// Made by the handheld (a UUIDv7 is best); the same id again is the same request.
     id: Uuid,
+    /// The card token read, as `CardToken::parse` takes it.
+    #[schema(
+        pattern = r"^[ \t\r\n]*([nN][fF][cC]:([0-9A-Fa-f]{2}){4,10}|[eE][mM]:[0-9A-Fa-f]{8}|[wW][gG]26:[ \t\r\n]*([01]?[0-9]?[0-9]|2[0-4][0-9]|25[0-5])[ \t\r\n]*/[ \t\r\n]*(0*[0-5]?[0-9]{1,4}|0*6[0-4][0-9]{3}|0*65[0-4][0-9]{2}|0*655[0-2][0-9]|0*6553[0-5])|[qQ][rR]:[ \t\r\n]*[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]{0,254}[^\s\x00-\x1f\x7f-\x9f])?)[ \t\r\n]*$"
+    )]
     card: Option<String>,
+    /// The customer chosen on the handheld, by roster id.
+    #[schema(pattern = r"\S")]
     customer_id: Option<String>,
+    /// When it happened on the handheld (RFC 3339), at most 5 minutes ahead of the
+    /// kiosk's clock; the request's time when absent.
+    #[schema(format = DateTime)]
     at: Option<String>,
+    #[schema(max_length = 200)]
     note: Option<String>,
+}
+
+/// The answer to a post: the visit (the day's earlier one for a repeat) and its outcome.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PostAnswer {
+    visit: VisitJson,
+    /// welcome, unknown or denied.
+    outcome: String,
+    /// True when the customer's visit of the day was already recorded.
+    repeat: bool,
 }
 
 /// The body as understood, whose JSON is hashed: two spellings of one card or one
@@ -103,6 +127,24 @@ fn retry_after_secs(wait: Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
+/// A handheld's visit: takes the same path as a tap at the kiosk.
+#[utoipa::path(post, path = "/api/v1/visits", tag = "visits",
+    security(("bearerAuth" = [])),
+    request_body(content = inline(crate::openapi::VisitPost), content_type = "application/json",
+        description = "Exactly one of `card` and `customer_id`; unknown fields are refused"),
+    responses(
+        (status = 201, description = "A new visit, greeted on the screen", body = PostAnswer),
+        (status = 200, description = "The same id and body again: the stored answer, nothing happens again", body = PostAnswer),
+        (status = 400, description = "The body is not JSON, or could not be read", body = ErrorBody),
+        (status = 401, description = "No token, an unknown one or a revoked one", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "Bearer"))),
+        (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
+        (status = 422, description = "Not a visit (an unknown or missing field, a bad card, a time ahead of the kiosk's clock, a long note), \
+an unknown customer, or an id already used for another body", body = ErrorBody),
+        (status = 429, description = "This device posts faster than 20 visits per second", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, description = "The database is not available", body = ErrorBody),
+    ))]
 pub(crate) async fn post_visit(
     State(s): State<ApiState>,
     headers: HeaderMap,
@@ -309,12 +351,11 @@ fn answer(s: &ApiState, device: &DeviceAuth, posted: Posted, at: jiff::Timestamp
         s.visit_committed(&posted.visit, posted.repeat, &source, at);
         StatusCode::CREATED
     };
-    let outcome = posted.visit.outcome.clone();
-    let body = serde_json::json!({
-        "visit": VisitJson::from(posted.visit),
-        "outcome": outcome,
-        "repeat": posted.repeat,
-    });
+    let body = PostAnswer {
+        outcome: posted.visit.outcome.clone(),
+        visit: VisitJson::from(posted.visit),
+        repeat: posted.repeat,
+    };
     (status, Json(body)).into_response()
 }
 

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod devices;
 pub mod handheld;
 pub mod hub_cli;
+pub mod openapi;
 pub mod reception;
 pub mod roster;
 pub mod rules;

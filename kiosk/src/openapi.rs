@@ -1,0 +1,246 @@
+//! The OpenAPI document of the kiosk's HTTP API, derived from the handlers' types and served at `GET /api/v1/openapi.json`.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{
+    AdditionalProperties, ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type,
+};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+use crate::api::{self, ErrorBody};
+use crate::handheld::{self, PostBody};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "kiosk",
+        description = "The reception kiosk's HTTP API. Errors are `{\"error\":{\"code\",\"message\"}}`."
+    ),
+    paths(
+        api::screen,
+        api::healthz,
+        api::events,
+        api::visits,
+        handheld::post_visit,
+        api::status,
+        api::metrics_text,
+        serve
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+/// The device token scheme of `POST /api/v1/visits`.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearerAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A device token from `kiosk devices add NAME`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The handheld's request body: [`PostBody`]'s fields in the two shapes `parse` takes,
+/// a card or a customer id, never both. Closed objects rather than `required` tricks,
+/// so a fuzzer can generate from either shape directly.
+pub(crate) struct VisitPost;
+
+impl PartialSchema for VisitPost {
+    fn schema() -> RefOr<Schema> {
+        let RefOr::T(Schema::Object(base)) = PostBody::schema() else {
+            unreachable!("PostBody derives an object schema")
+        };
+        let shape = |given: &str, absent: &str, description: &str| {
+            let mut shape = base.clone();
+            shape.description = Some(description.to_owned());
+            // The given field must be there and be a string; the other may only be null.
+            if let Some(RefOr::T(Schema::Object(field))) = shape.properties.get_mut(given) {
+                field.schema_type = SchemaType::new(Type::String);
+            }
+            shape.required.push(given.to_owned());
+            shape.properties.insert(
+                absent.to_owned(),
+                ObjectBuilder::new().schema_type(Type::Null).into(),
+            );
+            // deny_unknown_fields.
+            shape.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            Schema::Object(shape)
+        };
+        OneOfBuilder::new()
+            .item(shape("card", "customer_id", "A card read by the handheld"))
+            .item(shape(
+                "customer_id",
+                "card",
+                "A customer chosen on the handheld",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for VisitPost {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("VisitPost")
+    }
+}
+
+/// The document as served and as checked in at `kiosk/openapi.json`: pretty JSON.
+pub fn document() -> &'static str {
+    static DOC: LazyLock<String> = LazyLock::new(|| {
+        let mut text = ApiDoc::openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|e| format!("{{\"error\":\"cannot encode the document: {e}\"}}"));
+        text.push('\n');
+        text
+    });
+    &DOC
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json", body = Object)))]
+pub(crate) async fn serve() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::net::SocketAddr;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use tokio::sync::broadcast;
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::api::{ApiState, Board, KioskInfo, ROUTES};
+    use crate::handheld::{RATE_BURST, RATE_PER_SECOND, RateLimiter};
+    use crate::store::{Identity, ReadDb, Store, Writer};
+
+    const METHODS: &[&str] = &[
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+
+    #[test]
+    fn openapi_describes_exactly_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("JSON");
+        let described: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .expect("path item")
+                    .keys()
+                    .filter(|k| METHODS.contains(&k.as_str()))
+                    .map(move |m| (path.clone(), m.clone()))
+            })
+            .collect();
+        let routed: BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|(p, m)| ((*p).to_owned(), (*m).to_owned()))
+            .collect();
+        assert_eq!(described, routed, "api::ROUTES and the document disagree");
+    }
+
+    #[test]
+    fn openapi_snapshot_is_current() {
+        let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+        if std::env::var_os("KIOSK_UPDATE_OPENAPI").is_some() {
+            std::fs::write(&file, document()).expect("write kiosk/openapi.json");
+            return;
+        }
+        let committed = std::fs::read_to_string(&file).unwrap_or_default();
+        assert!(
+            committed == document(),
+            "kiosk/openapi.json is not the document the code describes; regenerate it with \
+             `KIOSK_UPDATE_OPENAPI=1 cargo test -p kiosk --lib openapi`, review the diff and commit it"
+        );
+    }
+
+    /// Every route of ROUTES answers on a real router through a real port: neither 404
+    /// nor 405, so ROUTES (and with it the document) lists only routes that exist.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn openapi_routes_all_exist_on_the_router() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tz = jiff::tz::TimeZone::get("Asia/Shanghai").expect("tz");
+        let identity = Identity {
+            kiosk_id: "k1".into(),
+            office_id: "o1".into(),
+            time_zone: tz.clone(),
+        };
+        let store = Store::open(dir.path(), identity).expect("store");
+        let db = ReadDb::open(dir.path(), tz).expect("read db");
+        let (writer, _thread) = Writer::spawn(store).expect("writer");
+        kiosk_sync::telemetry::prometheus();
+        let shutdown = CancellationToken::new();
+        let state = ApiState {
+            info: Arc::new(KioskInfo {
+                kiosk_id: "k1".into(),
+                office: "o1".into(),
+                office_name: "Office".into(),
+                time_zone: "Asia/Shanghai".into(),
+                data_dir: dir.path().to_owned(),
+                reader_patterns: Vec::new(),
+            }),
+            db,
+            board: Board::default(),
+            events: broadcast::channel(16).0,
+            shutdown: shutdown.clone(),
+            sync: None,
+            writer,
+            sync_wake: None,
+            limiter: Arc::new(RateLimiter::new(RATE_PER_SECOND, RATE_BURST)),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        });
+        let client = kiosk_tests::http_client();
+        for (path, method) in ROUTES {
+            let url = format!("http://{addr}{path}");
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            // Headers are enough: the event stream never ends.
+            let response = client
+                .request(method.clone(), &url)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            let status = response.status().as_u16();
+            assert!(
+                status != 404 && status != 405,
+                "{method} {path} answered {status}: ROUTES lists a route the router lacks"
+            );
+        }
+        // And a route not listed is a 404, so the check above can fail.
+        let missing = client
+            .get(format!("http://{addr}/api/v1/nope"))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(missing.status(), 404);
+        drop(client);
+        server.abort();
+    }
+}
