@@ -40,7 +40,7 @@ fn devices(dir: &KioskDir, args: &[&str]) -> std::process::Output {
     dir.cli(&all)
 }
 
-fn add_device(dir: &KioskDir, name: &str) -> String {
+pub(crate) fn add_device(dir: &KioskDir, name: &str) -> String {
     let out = devices(dir, &["add", name]);
     assert!(
         out.status.success(),
