@@ -232,11 +232,8 @@ fn post_in(
     let source = format!("handheld:{}", post.device);
     let id = post.id.to_string();
     let seen: Option<(String, String, String)> = tx
-        .query_row(
-            "SELECT device, body_hash, visit_id FROM device_posts WHERE id = ?1",
-            [&id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .prepare_cached("SELECT device, body_hash, visit_id FROM device_posts WHERE id = ?1")?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     if let Some((device, body_hash, visit_id)) = seen {
         if device != post.device || body_hash != post.body_hash {
@@ -251,11 +248,9 @@ fn post_in(
         }));
     }
     // A tap's visit (or another kiosk's record) may hold the id already.
-    let taken: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM visits WHERE id = ?1)",
-        [&id],
-        |r| r.get(0),
-    )?;
+    let taken: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM visits WHERE id = ?1)")?
+        .query_row([&id], |r| r.get(0))?;
     if taken {
         return Ok(Err(PostRefusal::IdUsed(post.id)));
     }
@@ -271,18 +266,18 @@ fn post_in(
         };
         return Ok(Err(PostRefusal::UnknownCustomer(customer.clone())));
     };
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO device_posts (id, device, body_hash, visit_id, note, at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            id,
-            post.device,
-            post.body_hash,
-            recorded.visit.id.to_string(),
-            post.note,
-            jiff::Timestamp::now().to_string()
-        ],
-    )?;
+    )?
+    .execute(params![
+        id,
+        post.device,
+        post.body_hash,
+        recorded.visit.id.to_string(),
+        post.note,
+        jiff::Timestamp::now().to_string()
+    ])?;
     Ok(Ok(Posted {
         repeat: matches!(recorded.decision, crate::rules::Decision::Repeat),
         visit: recorded.visit,

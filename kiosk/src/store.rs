@@ -249,6 +249,8 @@ pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(&path).map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(open_err)?;
+    // A visit runs about 15 statements; all of them stay parsed (rusqlite keeps 16).
+    conn.set_prepared_statement_cache_capacity(64);
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(open_err)?;
     conn.pragma_update(None, "synchronous", "FULL")
@@ -573,15 +575,18 @@ pub(crate) fn record_in(
     };
     let (today_visit, visited_before) = match &row {
         Some(r) => {
-            let today: Option<String> = tx
-                .query_row(
+            let today: Option<String> = tx.prepare_cached(
                     "SELECT id FROM visits WHERE customer_id = ?1 AND office_day = ?2 AND outcome = 'welcome'",
+                )?
+                .query_row(
                     params![r.customer.id, office_day],
                     |x| x.get(0),
                 )
                 .optional()?;
-            let before: bool = tx.query_row(
+            let before: bool = tx.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM visits WHERE customer_id = ?1 AND office_day < ?2 AND outcome = 'welcome')",
+            )?
+            .query_row(
                 params![r.customer.id, office_day],
                 |x| x.get(0),
             )?;
@@ -618,11 +623,11 @@ pub(crate) fn record_in(
         Some(rules::DenyReason::CardRevoked) => row.as_ref().and_then(|r| r.note.clone()),
         _ => None,
     };
-    let seq: u64 = tx.query_row(
-        "UPDATE counters SET value = value + 1 WHERE name = 'outbox_seq' RETURNING value",
-        [],
-        |r| r.get(0),
-    )?;
+    let seq: u64 = tx
+        .prepare_cached(
+            "UPDATE counters SET value = value + 1 WHERE name = 'outbox_seq' RETURNING value",
+        )?
+        .query_row([], |r| r.get(0))?;
     let record = wire::VisitRecord {
         id: input.id,
         kiosk_id: identity.kiosk_id.clone(),
@@ -647,10 +652,12 @@ pub(crate) fn record_in(
         office_day: Some(office_day.clone()),
     };
     let outcome_str = outcome_code(outcome);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO visits (id, seq, source, method, card, customer_id, outcome, reason, reason_detail,
                              kind, consultant_id, stand_in, office_day, device_time, recorded_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14)",
+    )?
+    .execute(
         params![
             record.id.to_string(),
             seq,
@@ -670,10 +677,10 @@ pub(crate) fn record_in(
     )?;
     let body = serde_json::to_string(&wire::Record::Visit(record.clone()))
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO outbox (seq, record_id, kind, body) VALUES (?1, ?2, 'visit', ?3)",
-        params![seq, record.id.to_string(), body],
-    )?;
+    )?
+    .execute(params![seq, record.id.to_string(), body])?;
     Ok(Some(Recorded {
         decision,
         visit: VisitView {
@@ -843,11 +850,10 @@ fn visit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VisitView> {
 }
 
 pub(crate) fn visit_by_id(conn: &Connection, id: &str) -> rusqlite::Result<VisitView> {
-    conn.query_row(
-        &format!("SELECT {VISIT_COLUMNS} {VISIT_FROM} WHERE v.id = ?1"),
-        [id],
-        visit_from_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {VISIT_COLUMNS} {VISIT_FROM} WHERE v.id = ?1"
+    ))?
+    .query_row([id], visit_from_row)
 }
 
 /// Most jobs the writer puts into one shared transaction: bounds how long the first
@@ -910,20 +916,27 @@ where
 {
     fn run(self: Box<Self>, store: &mut Store) -> Box<dyn Finish> {
         let GroupedCall { f, tx } = *self;
-        let result = match store.conn.execute_batch("SAVEPOINT job") {
+        let result = match store
+            .conn
+            .prepare_cached("SAVEPOINT job")
+            .and_then(|mut s| s.execute([]))
+        {
             Err(e) => Err(StoreError::from(e)),
-            Ok(()) => {
+            Ok(_) => {
                 // A panicking job must not end the writer (and every later visit with
                 // it): its savepoint is rolled back like an error's, and its caller sees
                 // its answer channel dropped (WriterGone).
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(store)));
                 let keep = matches!(outcome, Ok(Ok(_)));
-                let end = if keep {
-                    "RELEASE job"
+                let ended = if keep {
+                    store
+                        .conn
+                        .prepare_cached("RELEASE job")
+                        .and_then(|mut s| s.execute([]))
+                        .map(|_| ())
                 } else {
-                    "ROLLBACK TO job; RELEASE job"
+                    store.conn.execute_batch("ROLLBACK TO job; RELEASE job")
                 };
-                let ended = store.conn.execute_batch(end);
                 match (outcome, ended) {
                     (Err(_), _) => {
                         tracing::error!("a store job panicked; its writes were rolled back");
