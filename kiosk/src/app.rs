@@ -348,7 +348,9 @@ async fn reception(
                     token: card.token.clone(),
                     device_time: card.at,
                 };
-                let result = writer.call(move |store| store.record_tap(&input)).await;
+                let result = writer
+                    .call_grouped(move |store| store.record_tap_in_group(&input))
+                    .await;
                 let signal = |welcome: bool| {
                     if welcome {
                         Signal::Welcome

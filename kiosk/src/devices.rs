@@ -200,73 +200,89 @@ impl Store {
         &mut self,
         post: &HandheldPost,
     ) -> Result<Result<Posted, PostRefusal>, StoreError> {
-        let source = format!("handheld:{}", post.device);
         self.retry_busy(|store| {
             let identity = store.identity().clone();
             let tx = store
                 .conn_mut()
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let id = post.id.to_string();
-            let seen: Option<(String, String, String)> = tx
-                .query_row(
-                    "SELECT device, body_hash, visit_id FROM device_posts WHERE id = ?1",
-                    [&id],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            if let Some((device, body_hash, visit_id)) = seen {
-                if device != post.device || body_hash != post.body_hash {
-                    return Ok(Err(PostRefusal::IdUsed(post.id)));
-                }
-                let visit = visit_by_id(&tx, &visit_id)?;
-                return Ok(Ok(Posted {
-                    // A repeat's answer is the day's earlier visit, under another id.
-                    repeat: visit.id != post.id,
-                    visit,
-                    replay: true,
-                }));
-            }
-            // A tap's visit (or another kiosk's record) may hold the id already.
-            let taken: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM visits WHERE id = ?1)",
-                [&id],
-                |r| r.get(0),
-            )?;
-            if taken {
-                return Ok(Err(PostRefusal::IdUsed(post.id)));
-            }
-            let input = VisitInput {
-                id: post.id,
-                source: &source,
-                presented: &post.presented,
-                device_time: post.device_time,
-            };
-            let Some(recorded) = record_in(&tx, &identity, &input)? else {
-                let Presented::Customer(customer) = &post.presented else {
-                    return Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows));
-                };
-                return Ok(Err(PostRefusal::UnknownCustomer(customer.clone())));
-            };
-            tx.execute(
-                "INSERT INTO device_posts (id, device, body_hash, visit_id, note, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    id,
-                    post.device,
-                    post.body_hash,
-                    recorded.visit.id.to_string(),
-                    post.note,
-                    jiff::Timestamp::now().to_string()
-                ],
-            )?;
+            let posted = post_in(&tx, &identity, post)?;
             tx.commit()?;
-            Ok(Ok(Posted {
-                repeat: matches!(recorded.decision, crate::rules::Decision::Repeat),
-                visit: recorded.visit,
-                replay: false,
-            }))
+            Ok(posted)
         })
     }
+
+    /// [`Store::record_post`] inside the writer's shared transaction
+    /// ([`crate::store::Writer::call_grouped`]): the group's commit makes it durable, and
+    /// a post of the same id earlier in the group is found like a committed one.
+    pub fn record_post_in_group(
+        &mut self,
+        post: &HandheldPost,
+    ) -> Result<Result<Posted, PostRefusal>, StoreError> {
+        let identity = self.identity().clone();
+        post_in(self.conn_mut(), &identity, post)
+    }
+}
+
+/// The post's reads and writes, in the caller's transaction; the caller commits.
+fn post_in(
+    tx: &rusqlite::Connection,
+    identity: &crate::store::Identity,
+    post: &HandheldPost,
+) -> Result<Result<Posted, PostRefusal>, StoreError> {
+    let source = format!("handheld:{}", post.device);
+    let id = post.id.to_string();
+    let seen: Option<(String, String, String)> = tx
+        .prepare_cached("SELECT device, body_hash, visit_id FROM device_posts WHERE id = ?1")?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    if let Some((device, body_hash, visit_id)) = seen {
+        if device != post.device || body_hash != post.body_hash {
+            return Ok(Err(PostRefusal::IdUsed(post.id)));
+        }
+        let visit = visit_by_id(tx, &visit_id)?;
+        return Ok(Ok(Posted {
+            // A repeat's answer is the day's earlier visit, under another id.
+            repeat: visit.id != post.id,
+            visit,
+            replay: true,
+        }));
+    }
+    // A tap's visit (or another kiosk's record) may hold the id already.
+    let taken: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM visits WHERE id = ?1)")?
+        .query_row([&id], |r| r.get(0))?;
+    if taken {
+        return Ok(Err(PostRefusal::IdUsed(post.id)));
+    }
+    let input = VisitInput {
+        id: post.id,
+        source: &source,
+        presented: &post.presented,
+        device_time: post.device_time,
+    };
+    let Some(recorded) = record_in(tx, identity, &input)? else {
+        let Presented::Customer(customer) = &post.presented else {
+            return Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows));
+        };
+        return Ok(Err(PostRefusal::UnknownCustomer(customer.clone())));
+    };
+    tx.prepare_cached(
+        "INSERT INTO device_posts (id, device, body_hash, visit_id, note, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        id,
+        post.device,
+        post.body_hash,
+        recorded.visit.id.to_string(),
+        post.note,
+        jiff::Timestamp::now().to_string()
+    ])?;
+    Ok(Ok(Posted {
+        repeat: matches!(recorded.decision, crate::rules::Decision::Repeat),
+        visit: recorded.visit,
+        replay: false,
+    }))
 }
 
 impl ReadDb {

@@ -192,7 +192,8 @@ async fn handle(
     let at = post.device_time;
     let result = s
         .writer
-        .call(move |store| store.record_post(&post))
+        // Grouped: posts arriving together share one commit (one fsync).
+        .call_grouped(move |store| store.record_post_in_group(&post))
         .await
         .map_err(|e| ApiError::from(e).into_response())?;
     let posted = result.map_err(|refusal| {

@@ -222,6 +222,9 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("the store's writer thread has stopped")]
     WriterGone,
+    /// The shared transaction of a group of writes could not begin or commit.
+    #[error("database error in a group of writes: {0}")]
+    Group(String),
 }
 
 /// Who this kiosk is, as the store needs it for visits.
@@ -246,6 +249,8 @@ pub fn open(data_dir: &Path) -> Result<Connection, StoreError> {
     let mut conn = Connection::open(&path).map_err(open_err)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(open_err)?;
+    // A visit runs about 15 statements; all of them stay parsed (rusqlite keeps 16).
+    conn.set_prepared_statement_cache_capacity(64);
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(open_err)?;
     conn.pragma_update(None, "synchronous", "FULL")
@@ -365,6 +370,8 @@ pub struct Counts {
 pub struct Store {
     conn: Connection,
     identity: Identity,
+    /// Groups the writer committed (see [`Writer`]); tests count commits by it.
+    group_commits: u64,
 }
 
 struct CardRow {
@@ -400,7 +407,11 @@ impl Store {
                 });
             }
         }
-        Ok(Store { conn, identity })
+        Ok(Store {
+            conn,
+            identity,
+            group_commits: 0,
+        })
     }
 
     /// The connection, for sync's jobs (`sync_side`), which run on the writer like taps.
@@ -426,6 +437,20 @@ impl Store {
             // A card always yields a visit; only a customer id can be unknown.
             recorded.ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
         })
+    }
+
+    /// [`Store::record_tap`] inside the writer's shared transaction
+    /// ([`Writer::call_grouped`]): the group's commit makes it durable.
+    pub fn record_tap_in_group(&mut self, tap: &TapInput) -> Result<Recorded, StoreError> {
+        let presented = Presented::Card(tap.token.clone());
+        let input = VisitInput {
+            id: Uuid::now_v7(),
+            source: &tap.source,
+            presented: &presented,
+            device_time: tap.device_time,
+        };
+        let recorded = record_in(&self.conn, &self.identity, &input)?;
+        recorded.ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
     }
 
     /// Runs a write, retrying it while another process holds the database (a large
@@ -550,15 +575,18 @@ pub(crate) fn record_in(
     };
     let (today_visit, visited_before) = match &row {
         Some(r) => {
-            let today: Option<String> = tx
-                .query_row(
+            let today: Option<String> = tx.prepare_cached(
                     "SELECT id FROM visits WHERE customer_id = ?1 AND office_day = ?2 AND outcome = 'welcome'",
+                )?
+                .query_row(
                     params![r.customer.id, office_day],
                     |x| x.get(0),
                 )
                 .optional()?;
-            let before: bool = tx.query_row(
+            let before: bool = tx.prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM visits WHERE customer_id = ?1 AND office_day < ?2 AND outcome = 'welcome')",
+            )?
+            .query_row(
                 params![r.customer.id, office_day],
                 |x| x.get(0),
             )?;
@@ -595,11 +623,11 @@ pub(crate) fn record_in(
         Some(rules::DenyReason::CardRevoked) => row.as_ref().and_then(|r| r.note.clone()),
         _ => None,
     };
-    let seq: u64 = tx.query_row(
-        "UPDATE counters SET value = value + 1 WHERE name = 'outbox_seq' RETURNING value",
-        [],
-        |r| r.get(0),
-    )?;
+    let seq: u64 = tx
+        .prepare_cached(
+            "UPDATE counters SET value = value + 1 WHERE name = 'outbox_seq' RETURNING value",
+        )?
+        .query_row([], |r| r.get(0))?;
     let record = wire::VisitRecord {
         id: input.id,
         kiosk_id: identity.kiosk_id.clone(),
@@ -624,10 +652,12 @@ pub(crate) fn record_in(
         office_day: Some(office_day.clone()),
     };
     let outcome_str = outcome_code(outcome);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO visits (id, seq, source, method, card, customer_id, outcome, reason, reason_detail,
                              kind, consultant_id, stand_in, office_day, device_time, recorded_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14)",
+    )?
+    .execute(
         params![
             record.id.to_string(),
             seq,
@@ -647,10 +677,10 @@ pub(crate) fn record_in(
     )?;
     let body = serde_json::to_string(&wire::Record::Visit(record.clone()))
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO outbox (seq, record_id, kind, body) VALUES (?1, ?2, 'visit', ?3)",
-        params![seq, record.id.to_string(), body],
-    )?;
+    )?
+    .execute(params![seq, record.id.to_string(), body])?;
     Ok(Some(Recorded {
         decision,
         visit: VisitView {
@@ -820,20 +850,128 @@ fn visit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VisitView> {
 }
 
 pub(crate) fn visit_by_id(conn: &Connection, id: &str) -> rusqlite::Result<VisitView> {
-    conn.query_row(
-        &format!("SELECT {VISIT_COLUMNS} {VISIT_FROM} WHERE v.id = ?1"),
-        [id],
-        visit_from_row,
-    )
+    conn.prepare_cached(&format!(
+        "SELECT {VISIT_COLUMNS} {VISIT_FROM} WHERE v.id = ?1"
+    ))?
+    .query_row([id], visit_from_row)
 }
 
+/// Most jobs the writer puts into one shared transaction: bounds how long the first
+/// job of a group waits for the others' work before its commit.
+pub const MAX_GROUP: usize = 256;
+
 /// Handle to the writer thread; every write of the daemon goes through it, in order.
+///
+/// Group commit: with `synchronous = FULL` every commit is an fsync, and one fsync per
+/// visit caps handheld posts at the disk's fsync rate. So the jobs that queued up while
+/// the previous commit was on its way to disk ([`Writer::call_grouped`]) run in ONE
+/// transaction, each inside its own SAVEPOINT (a failing job rolls back only its own
+/// writes), and one COMMIT makes them all durable. Every job's answer is sent only
+/// after that COMMIT returned; if it fails, every job of the group gets the error.
 #[derive(Debug, Clone)]
 pub struct Writer {
     jobs: std_mpsc::Sender<Job>,
 }
 
-type Job = Box<dyn FnOnce(&mut Store) + Send>;
+enum Job {
+    /// Manages its own transactions (sync's batches, imports): runs between groups.
+    Alone(Box<dyn FnOnce(&mut Store) + Send>),
+    /// Runs inside the writer's shared transaction.
+    Grouped(Box<dyn GroupedJob>),
+}
+
+/// A job of a group, type-erased: runs its work in its savepoint and hands back what
+/// answers its caller once the group's commit is known.
+trait GroupedJob: Send {
+    fn run(self: Box<Self>, store: &mut Store) -> Box<dyn Finish>;
+    /// The group's transaction could not even begin: the job never runs.
+    fn fail(self: Box<Self>, error: &StoreError);
+}
+
+trait Finish: Send {
+    /// `Err` when the shared commit failed: nothing of the group is stored.
+    fn finish(self: Box<Self>, commit: Result<(), &StoreError>);
+}
+
+struct GroupedCall<F, R> {
+    f: F,
+    tx: oneshot::Sender<Result<R, StoreError>>,
+}
+
+struct Done<R> {
+    result: Result<R, StoreError>,
+    tx: oneshot::Sender<Result<R, StoreError>>,
+}
+
+/// The message of a group-wide failure, for every job of the group (a
+/// `rusqlite::Error` cannot be cloned).
+fn group_error(e: &StoreError) -> StoreError {
+    StoreError::Group(e.to_string())
+}
+
+impl<F, R> GroupedJob for GroupedCall<F, R>
+where
+    F: FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
+    R: Send + 'static,
+{
+    fn run(self: Box<Self>, store: &mut Store) -> Box<dyn Finish> {
+        let GroupedCall { f, tx } = *self;
+        let result = match store
+            .conn
+            .prepare_cached("SAVEPOINT job")
+            .and_then(|mut s| s.execute([]))
+        {
+            Err(e) => Err(StoreError::from(e)),
+            Ok(_) => {
+                // A panicking job must not end the writer (and every later visit with
+                // it): its savepoint is rolled back like an error's, and its caller sees
+                // its answer channel dropped (WriterGone).
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(store)));
+                let keep = matches!(outcome, Ok(Ok(_)));
+                let ended = if keep {
+                    store
+                        .conn
+                        .prepare_cached("RELEASE job")
+                        .and_then(|mut s| s.execute([]))
+                        .map(|_| ())
+                } else {
+                    store.conn.execute_batch("ROLLBACK TO job; RELEASE job")
+                };
+                match (outcome, ended) {
+                    (Err(_), _) => {
+                        tracing::error!("a store job panicked; its writes were rolled back");
+                        return Box::new(Dropped);
+                    }
+                    (Ok(result), Ok(())) => result,
+                    (Ok(_), Err(e)) => Err(StoreError::from(e)),
+                }
+            }
+        };
+        Box::new(Done { result, tx })
+    }
+
+    fn fail(self: Box<Self>, error: &StoreError) {
+        let _ = self.tx.send(Err(group_error(error)));
+    }
+}
+
+impl<R: Send> Finish for Done<R> {
+    fn finish(self: Box<Self>, commit: Result<(), &StoreError>) {
+        let answer = match commit {
+            Ok(()) => self.result,
+            // The job's own error says more than the commit's; either way nothing is stored.
+            Err(e) => Err(self.result.err().unwrap_or_else(|| group_error(e))),
+        };
+        let _ = self.tx.send(answer);
+    }
+}
+
+/// A panicked job's place in the group: its caller was already told (channel dropped).
+struct Dropped;
+
+impl Finish for Dropped {
+    fn finish(self: Box<Self>, _: Result<(), &StoreError>) {}
+}
 
 impl Writer {
     /// Moves `store` onto its own thread. The thread ends, after finishing every
@@ -843,25 +981,98 @@ impl Writer {
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    job(&mut store);
+                let mut next = rx.recv().ok();
+                while let Some(job) = next.take() {
+                    match job {
+                        Job::Alone(f) => {
+                            f(&mut store);
+                            next = rx.recv().ok();
+                        }
+                        Job::Grouped(first) => {
+                            // Whatever queued up meanwhile joins, up to MAX_GROUP; a job
+                            // that runs alone ends the group and runs after its commit,
+                            // so jobs still run in the order they were sent.
+                            let mut group = vec![first];
+                            while group.len() < MAX_GROUP {
+                                match rx.try_recv() {
+                                    Ok(Job::Grouped(j)) => group.push(j),
+                                    Ok(alone) => {
+                                        next = Some(alone);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            store.run_group(group);
+                            if next.is_none() {
+                                next = rx.recv().ok();
+                            }
+                        }
+                    }
                 }
             })?;
         Ok((Writer { jobs }, handle))
     }
 
-    /// Runs `f` on the writer thread and waits for its result without blocking the runtime.
+    /// Runs `f` on the writer thread, alone, and waits for its result without blocking
+    /// the runtime. For jobs that begin and commit their own transactions.
     pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |store| {
+        let job = Job::Alone(Box::new(move |store| {
             let _ = tx.send(f(store));
-        });
+        }));
         self.jobs.send(job).map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Runs `f` inside the writer's shared transaction, with other jobs queued at the
+    /// same time, and answers once that transaction is committed (durable). `f` must not
+    /// begin or commit a transaction itself (the `*_in_group` methods of [`Store`]);
+    /// if it returns `Err`, its own writes are rolled back and the others' stay.
+    pub async fn call_grouped<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::Grouped(Box::new(GroupedCall { f, tx }));
+        self.jobs.send(job).map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+impl Store {
+    /// One group: BEGIN IMMEDIATE (waiting out another process's lock like
+    /// `retry_busy`), every job in its savepoint, one COMMIT, then the answers.
+    fn run_group(&mut self, group: Vec<Box<dyn GroupedJob>>) {
+        let begun = self.retry_busy(|s| {
+            s.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(StoreError::from)
+        });
+        if let Err(e) = begun {
+            for job in group {
+                job.fail(&e);
+            }
+            return;
+        }
+        let size = group.len();
+        let finishes: Vec<Box<dyn Finish>> = group.into_iter().map(|j| j.run(self)).collect();
+        let committed = self.conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, jobs = size, "the group's commit failed; rolling it back");
+            // Leaves the connection usable for the next group; fails only if SQLite
+            // already rolled back by itself.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.group_commits += 1;
+        for finish in finishes {
+            finish.finish(committed.as_ref().map(|_| ()));
+        }
     }
 }
 
@@ -1208,5 +1419,152 @@ mod tests {
         // Opening again finds nothing to do.
         drop(s);
         Store::open(dir.path(), identity()).expect("open again");
+    }
+
+    // Group commit: the writer's shared transaction.
+
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    type Pending<'w, R> = Pin<Box<dyn Future<Output = Result<R, StoreError>> + Send + 'w>>;
+
+    /// Polls `call` once, which queues its job on the writer, and keeps it to await later.
+    fn queued<'w, R>(
+        call: impl Future<Output = Result<R, StoreError>> + Send + 'w,
+    ) -> Pending<'w, R> {
+        let mut call: Pending<'w, R> = Box::pin(call);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(call.as_mut().poll(&mut cx).is_pending(), "answered at once");
+        call
+    }
+
+    /// Whether `call` has its answer, without waiting.
+    fn answered<R>(call: &mut Pending<'_, R>) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(call.as_mut().poll(&mut cx), Poll::Ready(_))
+    }
+
+    /// Holds the writer with a job of its own until the returned sender is used (or
+    /// dropped), so that the grouped jobs sent meanwhile are all queued together.
+    fn hold(writer: &Writer) -> (std_mpsc::Sender<()>, Pending<'_, ()>) {
+        let (release, gate) = std_mpsc::channel::<()>();
+        let held = queued(writer.call(move |_| {
+            let _ = gate.recv();
+            Ok(())
+        }));
+        (release, held)
+    }
+
+    /// A grouped job that inserts `key` into `meta` and says which commit it is in.
+    fn insert<'w>(writer: &'w Writer, key: &'static str) -> Pending<'w, u64> {
+        queued(writer.call_grouped(move |s| {
+            assert!(
+                !s.conn.is_autocommit(),
+                "a grouped job runs in the shared transaction"
+            );
+            s.conn
+                .execute("INSERT INTO meta (key, value) VALUES (?1, 'x')", [key])?;
+            Ok(s.group_commits)
+        }))
+    }
+
+    fn keys(dir: &Path) -> Vec<String> {
+        let conn = open(dir).expect("reader");
+        conn.prepare("SELECT key FROM meta WHERE key LIKE 'job-%' ORDER BY key")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("keys")
+    }
+
+    #[tokio::test]
+    async fn jobs_queued_together_share_one_commit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (writer, thread) = Writer::spawn(store(dir.path())).expect("writer");
+        let (release, held) = hold(&writer);
+        let jobs: Vec<_> = ["job-a", "job-b", "job-c", "job-d"]
+            .into_iter()
+            .map(|k| insert(&writer, k))
+            .collect();
+        release.send(()).expect("release");
+        held.await.expect("held");
+        for job in jobs {
+            // Each saw the count of commits before its group: all were in the first one.
+            assert_eq!(job.await.expect("grouped job"), 0);
+        }
+        let commits = writer.call(|s| Ok(s.group_commits)).await.expect("count");
+        assert_eq!(commits, 1, "four jobs, one commit");
+        assert_eq!(keys(dir.path()), ["job-a", "job-b", "job-c", "job-d"]);
+        drop(writer);
+        thread.join().expect("writer thread");
+    }
+
+    /// An error (after a write) and a panic roll back their own job's writes only; the
+    /// others of the group are committed, and the writer goes on.
+    #[tokio::test]
+    async fn a_failing_job_takes_only_its_own_writes_down() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (writer, thread) = Writer::spawn(store(dir.path())).expect("writer");
+        let (release, held) = hold(&writer);
+        let a = insert(&writer, "job-a");
+        let failing = queued(writer.call_grouped(|s| {
+            s.conn
+                .execute("INSERT INTO meta (key, value) VALUES ('job-b', 'x')", [])?;
+            s.conn.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+            Ok(())
+        }));
+        let panicking: Pending<'_, ()> = queued(writer.call_grouped(|s| {
+            s.conn
+                .execute("INSERT INTO meta (key, value) VALUES ('job-p', 'x')", [])?;
+            panic!("a bug in a job");
+        }));
+        let c = insert(&writer, "job-c");
+        release.send(()).expect("release");
+        held.await.expect("held");
+        assert_eq!(a.await.expect("a"), 0);
+        let err = failing.await.expect_err("its SQL fails");
+        assert!(err.to_string().contains("no_such_table"), "{err}");
+        assert!(matches!(panicking.await, Err(StoreError::WriterGone)));
+        assert_eq!(c.await.expect("c"), 0);
+        assert_eq!(keys(dir.path()), ["job-a", "job-c"]);
+        // The writer still works, and the next group is a new commit.
+        assert_eq!(insert(&writer, "job-d").await.expect("d"), 1);
+        drop(writer);
+        thread.join().expect("writer thread");
+    }
+
+    /// No job of a group hears back before the group's COMMIT: the first job's answer
+    /// waits while a later job of its group is still running, and when it comes, the
+    /// row is visible to another connection.
+    #[tokio::test]
+    async fn answers_come_only_after_the_shared_commit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (writer, thread) = Writer::spawn(store(dir.path())).expect("writer");
+        let (release, held) = hold(&writer);
+        let mut first = insert(&writer, "job-a");
+        let (finish, slow_gate) = std_mpsc::channel::<()>();
+        let (started, slow_started) = std_mpsc::channel::<()>();
+        let slow = queued(writer.call_grouped(move |_| {
+            let _ = started.send(());
+            let _ = slow_gate.recv();
+            Ok(())
+        }));
+        release.send(()).expect("release");
+        held.await.expect("held");
+        slow_started
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the second job runs");
+        // job-a's work is done, but its group is not committed: no answer, no row.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!answered(&mut first), "answered before the commit");
+        assert!(keys(dir.path()).is_empty());
+        finish.send(()).expect("finish");
+        assert_eq!(first.await.expect("a"), 0);
+        assert_eq!(keys(dir.path()), ["job-a"]);
+        slow.await.expect("slow");
+        drop(writer);
+        thread.join().expect("writer thread");
     }
 }
