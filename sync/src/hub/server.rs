@@ -893,6 +893,25 @@ struct NamedBody {
     company: Option<String>,
 }
 
+/// The body of a consultant or broker, checked against the id in the URL.
+fn named_body(
+    id: &str,
+    body: Result<Bytes, BytesRejection>,
+    what: &str,
+) -> Result<NamedBody, HubApiError> {
+    check_id(id)?;
+    let b: NamedBody = json_body(body)?;
+    if let Some(body_id) = &b.id {
+        key_matches(id, body_id, &format!("{what} id"))?;
+    }
+    if b.name.trim().is_empty() {
+        return Err(HubApiError::bad_request(format!(
+            "name: write the {what}'s name"
+        )));
+    }
+    Ok(b)
+}
+
 async fn put_consultant(
     State(s): State<HubState>,
     headers: HeaderMap,
@@ -900,18 +919,9 @@ async fn put_consultant(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HubApiError> {
     admin_auth(&s.db, &headers).await?;
-    check_id(&id)?;
-    let b: NamedBody = json_body(body)?;
-    if let Some(body_id) = &b.id {
-        key_matches(&id, body_id, "consultant id")?;
-    }
+    let b = named_body(&id, body, "consultant")?;
     if b.company.is_some() {
         return Err(HubApiError::bad_request("company: only brokers have one"));
-    }
-    if b.name.trim().is_empty() {
-        return Err(HubApiError::bad_request(
-            "name: write the consultant's name",
-        ));
     }
     s.db.upsert_consultant(ConsultantEntry { id, name: b.name })
         .await?;
@@ -933,14 +943,7 @@ async fn put_broker(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HubApiError> {
     admin_auth(&s.db, &headers).await?;
-    check_id(&id)?;
-    let b: NamedBody = json_body(body)?;
-    if let Some(body_id) = &b.id {
-        key_matches(&id, body_id, "broker id")?;
-    }
-    if b.name.trim().is_empty() {
-        return Err(HubApiError::bad_request("name: write the broker's name"));
-    }
+    let b = named_body(&id, body, "broker")?;
     s.db.upsert_broker(BrokerEntry {
         id,
         name: b.name,
