@@ -222,6 +222,26 @@ async fn ten_thousand_offline_visits_reach_a_postgres_hub_exactly_once() {
     offline_backlog(Backend::Postgres).await;
 }
 
+/// With the hub unreachable, scans `n` new payloads and waits until all `n` wait in
+/// the outbox (the outbox was empty before).
+async fn scan_while_down(
+    k: &mut SyncedKiosk,
+    kiosk: &Running,
+    proxy: &FaultProxy,
+    prefix: &str,
+    n: u32,
+    scanned: &mut Vec<String>,
+) {
+    proxy.set_mode(Mode::Refuse);
+    let batch = payloads(prefix, 0..n);
+    k.scan(batch.clone());
+    scanned.extend(batch);
+    wait_until(&format!("{n} {prefix} visits waiting"), LONG, || async {
+        (sync_status(kiosk).await["backlog"] == u64::from(n)).then_some(())
+    })
+    .await;
+}
+
 async fn faults(backend: Backend) {
     let hub_setup = hub_dir(backend);
     let hub_dir = &hub_setup.dir;
@@ -234,13 +254,7 @@ async fn faults(backend: Backend) {
 
     // 1. The hub commits, the reply is lost (twice): the kiosk sends the same batch
     //    again and the hub answers "duplicate".
-    let batch = payloads("LOST-REPLY", 0..1200);
-    k.scan(batch.clone());
-    scanned.extend(batch);
-    wait_until("1,200 visits waiting", LONG, || async {
-        (sync_status(&kiosk).await["backlog"] == 1200).then_some(())
-    })
-    .await;
+    scan_while_down(&mut k, &kiosk, &proxy, "LOST-REPLY", 1200, &mut scanned).await;
     proxy.set_mode(Mode::DropResponses(2));
     proxy.wait_for_async(WAIT, |c| c.dropped >= 2).await;
     wait_drained(&kiosk).await;
@@ -258,14 +272,7 @@ async fn faults(backend: Backend) {
 
     // 3. kill -9 the kiosk while it pushes (replies lost so it keeps resending), then
     //    restart it: it resends its frozen batch.
-    proxy.set_mode(Mode::Refuse);
-    let batch = payloads("KIOSK-KILL", 0..1500);
-    k.scan(batch.clone());
-    scanned.extend(batch);
-    wait_until("1,500 more visits waiting", LONG, || async {
-        (sync_status(&kiosk).await["backlog"] == 1500).then_some(())
-    })
-    .await;
+    scan_while_down(&mut k, &kiosk, &proxy, "KIOSK-KILL", 1500, &mut scanned).await;
     proxy.set_mode(Mode::DropResponse);
     proxy.wait_for_async(WAIT, |c| c.dropped >= 3).await;
     kiosk.kill9();
@@ -276,14 +283,7 @@ async fn faults(backend: Backend) {
 
     // 4. kill -9 the hub after it committed a batch but before its reply reached the
     //    kiosk, then start it again (on a new port, behind the same proxy address).
-    proxy.set_mode(Mode::Refuse);
-    let batch = payloads("HUB-KILL", 0..1000);
-    k.scan(batch.clone());
-    scanned.extend(batch);
-    wait_until("1,000 more visits waiting", LONG, || async {
-        (sync_status(&kiosk).await["backlog"] == 1000).then_some(())
-    })
-    .await;
+    scan_while_down(&mut k, &kiosk, &proxy, "HUB-KILL", 1000, &mut scanned).await;
     let before = proxy.counters().dropped;
     proxy.set_mode(Mode::DropResponse);
     proxy
