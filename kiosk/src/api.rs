@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::handler::Handler;
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -24,6 +25,7 @@ use uuid::Uuid;
 use kiosk_device::{ReaderKind, ReaderUpdate};
 
 use crate::handheld::{self, RateLimiter};
+use crate::rotation;
 use crate::store::{ReadDb, Recorded, StoreError, VisitView, Writer};
 use crate::sync_side::SyncStatus;
 
@@ -376,6 +378,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/events", "get"),
     ("/api/v1/visits", "get"),
     ("/api/v1/visits", "post"),
+    ("/api/v1/rotation", "get"),
+    ("/api/v1/rotation/check-in", "post"),
+    ("/api/v1/rotation/check-out", "post"),
+    ("/api/v1/rotation/free", "post"),
+    ("/api/v1/rotation/reorder", "post"),
     ("/api/v1/status", "get"),
     ("/metrics", "get"),
     ("/api/v1/openapi.json", "get"),
@@ -393,12 +400,32 @@ pub fn router(state: ApiState) -> Router {
                 .post(handheld::post_visit)
                 .layer(DefaultBodyLimit::max(handheld::BODY_LIMIT)),
         )
+        .route("/api/v1/rotation", get(rotation::get_rotation))
+        .route(
+            "/api/v1/rotation/check-in",
+            rotation_post(rotation::check_in),
+        )
+        .route(
+            "/api/v1/rotation/check-out",
+            rotation_post(rotation::check_out),
+        )
+        .route("/api/v1/rotation/free", rotation_post(rotation::free))
+        .route("/api/v1/rotation/reorder", rotation_post(rotation::reorder))
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/openapi.json", get(crate::openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+/// A rotation change: a POST with the handhelds' body limit.
+fn rotation_post<H, T>(handler: H) -> MethodRouter<ApiState>
+where
+    H: Handler<T, ApiState>,
+    T: 'static,
+{
+    post(handler).layer(DefaultBodyLimit::max(handheld::BODY_LIMIT))
 }
 
 /// The kiosk screen (HTML), shown full-screen on the kiosk.

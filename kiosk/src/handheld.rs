@@ -209,7 +209,10 @@ async fn handle(
 
 /// The device presenting the bearer token, looked up by the token's hash on every
 /// request (no cache: a revocation counts at once), then compared in constant time.
-async fn authenticate(s: &ApiState, headers: &HeaderMap) -> Result<DeviceAuth, Response> {
+pub(crate) async fn authenticate(
+    s: &ApiState,
+    headers: &HeaderMap,
+) -> Result<DeviceAuth, Response> {
     let unauthorized = |message: &str| {
         (
             [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],

@@ -9,6 +9,7 @@ pub mod hub_cli;
 pub mod openapi;
 pub mod reception;
 pub mod roster;
+pub mod rotation;
 pub mod rules;
 pub mod store;
 pub mod sync_side;

@@ -14,6 +14,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::api::{self, ErrorBody};
 use crate::handheld::{self, PostBody};
+use crate::rotation;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +28,11 @@ use crate::handheld::{self, PostBody};
         api::events,
         api::visits,
         handheld::post_visit,
+        rotation::get_rotation,
+        rotation::check_in,
+        rotation::check_out,
+        rotation::free,
+        rotation::reorder,
         api::status,
         api::metrics_text,
         serve

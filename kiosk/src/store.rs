@@ -20,7 +20,7 @@ use crate::rules::{self, CardFacts, Decision, TapFacts, VisitKind};
 /// The store's file inside `data_dir`.
 pub const DB_FILE: &str = "kiosk.sqlite";
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// What schema version 3 added for sync, in a macro so that the new-database schema
 /// and the 2 → 3 migration are the same text.
@@ -93,6 +93,23 @@ CREATE TABLE IF NOT EXISTS device_posts (
     visit_id  TEXT NOT NULL,
     note      TEXT,
     at        TEXT NOT NULL
+) STRICT;
+"#
+    };
+}
+
+/// What schema version 5 added for the reception rotation, shared by the new-database
+/// schema and the 4 → 5 migration.
+macro_rules! schema_v5 {
+    () => {
+        r#"
+-- The rotation queue (接待轮序) from head (position 0) to tail, replaced whole by every
+-- change so it survives restarts. No foreign key to consultants: the roster may drop
+-- a consultant who is still on duty, who can then still check out.
+CREATE TABLE IF NOT EXISTS rotation (
+    position      INTEGER PRIMARY KEY,
+    consultant_id TEXT UNIQUE NOT NULL,
+    busy          INTEGER NOT NULL CHECK (busy IN (0, 1))
 ) STRICT;
 "#
     };
@@ -173,7 +190,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 ) STRICT;
 "#,
     schema_v3!(),
-    schema_v4!()
+    schema_v4!(),
+    schema_v5!()
 );
 
 /// `MIGRATIONS[n - 1]` takes a database from version `n` to `n + 1`, keeping its data.
@@ -186,6 +204,8 @@ const MIGRATIONS: &[&str] = &[
     schema_v3!(),
     // 3 → 4: handheld devices and their posts.
     schema_v4!(),
+    // 4 → 5: the rotation queue.
+    schema_v5!(),
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
 
@@ -220,6 +240,8 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("the saved rotation queue is damaged: {0}")]
+    Rotation(#[from] crate::reception::RotationError),
     #[error("the store's writer thread has stopped")]
     WriterGone,
     /// The shared transaction of a group of writes could not begin or commit.

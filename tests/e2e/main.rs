@@ -2,6 +2,7 @@
 
 mod devices;
 mod openapi;
+mod rotation;
 mod serial;
 mod sync;
 
