@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use kiosk_device::{ReaderKind, ReaderUpdate};
 
+use crate::alerts::{self, Alert, Alerts};
 use crate::handheld::{self, RateLimiter};
 use crate::rotation;
 use crate::store::{ReadDb, Recorded, StoreError, VisitView, Writer};
@@ -49,11 +50,14 @@ pub struct ApiState {
     pub sync_wake: Option<Arc<Notify>>,
     /// Per-device rate limit of handheld posts.
     pub limiter: Arc<RateLimiter>,
+    /// Alerts to consultants' handhelds, kept in memory, on a channel of their own.
+    pub alerts: Arc<Alerts>,
 }
 
 impl ApiState {
     /// What follows every committed visit, a tap at a reader or a handheld's post alike:
-    /// the push loop may send it now, and the screen greets.
+    /// the push loop may send it now, the screen greets, and a new welcome alerts the
+    /// customer's consultant.
     pub fn visit_committed(
         &self,
         visit: &VisitView,
@@ -75,6 +79,9 @@ impl ApiState {
         let greeting = Greeting::from_visit(visit, repeat, source, at);
         // No subscriber is fine: the screen may not be open.
         let _ = self.events.send(PublicEvent::Greeting(greeting.clone()));
+        if let Some(alert) = Alert::for_visit(visit, repeat, source, at) {
+            self.alerts.raise(alert);
+        }
         greeting
     }
 }
@@ -383,6 +390,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/rotation/check-out", "post"),
     ("/api/v1/rotation/free", "post"),
     ("/api/v1/rotation/reorder", "post"),
+    ("/api/v1/consultants/{id}/events", "get"),
+    ("/api/v1/alerts/{id}/ack", "post"),
     ("/api/v1/status", "get"),
     ("/metrics", "get"),
     ("/api/v1/openapi.json", "get"),
@@ -411,6 +420,11 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/rotation/free", rotation_post(rotation::free))
         .route("/api/v1/rotation/reorder", rotation_post(rotation::reorder))
+        .route(
+            "/api/v1/consultants/{id}/events",
+            get(alerts::consultant_events),
+        )
+        .route("/api/v1/alerts/{id}/ack", post(alerts::ack))
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/openapi.json", get(crate::openapi::serve))

@@ -114,6 +114,7 @@ impl App {
             writer: writer.clone(),
             sync_wake: sync.as_ref().map(SyncClient::waker),
             limiter: Arc::new(RateLimiter::new(RATE_PER_SECOND, RATE_BURST)),
+            alerts: Default::default(),
         };
         Ok(App {
             config,

@@ -1,5 +1,6 @@
 //! The kiosk daemon: local store, reception rules, HTTP API and screen, and the wiring between them.
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -12,6 +12,7 @@ use utoipa::openapi::schema::{
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
+use crate::alerts;
 use crate::api::{self, ErrorBody};
 use crate::handheld::{self, PostBody};
 use crate::rotation;
@@ -33,6 +34,8 @@ use crate::rotation;
         rotation::check_out,
         rotation::free,
         rotation::reorder,
+        alerts::consultant_events,
+        alerts::ack,
         api::status,
         api::metrics_text,
         serve
@@ -211,6 +214,7 @@ mod tests {
             writer,
             sync_wake: None,
             limiter: Arc::new(RateLimiter::new(RATE_PER_SECOND, RATE_BURST)),
+            alerts: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -1,5 +1,6 @@
 //! End-to-end tests through the real `kiosk` binary, a real pcscd with vpcd virtual readers, real HTTP and SQLite.
 
+mod alerts;
 mod devices;
 mod openapi;
 mod rotation;

@@ -7,7 +7,7 @@ use crate::devices::add_device;
 use crate::{BIN, ROSTER};
 
 /// `kiosk devices add NAME --consultant ID`: the token.
-fn add_bound_device(dir: &KioskDir, name: &str, consultant: &str) -> String {
+pub(crate) fn add_bound_device(dir: &KioskDir, name: &str, consultant: &str) -> String {
     let config = dir.config();
     let out = dir.cli(&[
         "devices",

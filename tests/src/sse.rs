@@ -21,8 +21,16 @@ pub struct SseClient {
 
 impl SseClient {
     pub async fn connect(url: &str) -> SseClient {
-        let response = crate::http_client()
-            .get(url)
+        SseClient::open(crate::http_client().get(url), url).await
+    }
+
+    /// `connect` with `Authorization: Bearer <token>` (a device's stream).
+    pub async fn connect_bearer(url: &str, token: &str) -> SseClient {
+        SseClient::open(crate::http_client().get(url).bearer_auth(token), url).await
+    }
+
+    async fn open(request: reqwest::RequestBuilder, url: &str) -> SseClient {
+        let response = request
             .send()
             .await
             .unwrap_or_else(|e| panic!("cannot open the event stream {url}: {e}"));
