@@ -23,6 +23,93 @@ pub struct Config {
     pub reception: ReceptionConfig,
     /// Absent: the kiosk works alone, its roster from `kiosk roster import`.
     pub sync: Option<SyncConfig>,
+    /// `[[notify.webhook]]` entries, in file order; empty when none.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One `[[notify.webhook]]`: where welcome alerts are posted, in which body format.
+#[derive(Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// `http://…` or `https://…`. May hold a robot's key (WeCom's `?key=`), so it is
+    /// never logged whole; see [`WebhookConfig::display_url`].
+    pub url: String,
+    pub format: WebhookFormat,
+    /// Signs each body (HMAC-SHA256) when set.
+    pub secret: Option<WebhookSecret>,
+    /// The event kinds sent; `welcome` is the only one so far.
+    pub events: Vec<WebhookEvent>,
+}
+
+impl WebhookConfig {
+    /// The URL without its query, for logs and the status page.
+    pub fn display_url(&self) -> &str {
+        self.url.split(['?', '#']).next().unwrap_or(&self.url)
+    }
+}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.display_url())
+            .field("format", &self.format)
+            .field("secret", &self.secret)
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+/// Where a webhook's shared secret comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum WebhookSecret {
+    /// `secret = "…"` in the config.
+    Inline(String),
+    /// `secret_file = "…"`: read when the kiosk starts, trailing whitespace trimmed.
+    File(PathBuf),
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WebhookSecret::Inline(_) => f.write_str("Inline(<redacted>)"),
+            WebhookSecret::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+/// A webhook's body format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// `{"event":"welcome","alert":{…}}`.
+    Generic,
+    /// A WeCom (企业微信) group robot's markdown message.
+    Wecom,
+    /// A DingTalk (钉钉) group robot's markdown message.
+    Dingtalk,
+}
+
+impl WebhookFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Generic => "generic",
+            WebhookFormat::Wecom => "wecom",
+            WebhookFormat::Dingtalk => "dingtalk",
+        }
+    }
+}
+
+/// What a webhook is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookEvent {
+    /// A new welcome of a customer with a consultant.
+    Welcome,
+}
+
+impl WebhookEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::Welcome => "welcome",
+        }
+    }
 }
 
 /// The `[sync]` section: where the hub is and how often to talk to it.
@@ -289,17 +376,24 @@ impl Config {
             Some(t) => parse_sync(Section::new("sync", t), base_dir, &mut p).map(Some),
             None => Some(None),
         };
+        let webhooks = match root.table("notify", &mut p, false) {
+            Some(t) => parse_notify(Section::new("notify", t), base_dir, &mut p),
+            None => Some(Vec::new()),
+        };
         if let Some(readers) = &readers {
             check_serial_readers(readers, &mut p);
         }
-        root.finish(&["kiosk", "reader", "reception", "sync"], &mut p);
-        match (kiosk, readers, reception, sync) {
-            (Some(kiosk), Some(readers), Some(reception), Some(sync)) if p.0.is_empty() => {
+        root.finish(&["kiosk", "reader", "reception", "sync", "notify"], &mut p);
+        match (kiosk, readers, reception, sync, webhooks) {
+            (Some(kiosk), Some(readers), Some(reception), Some(sync), Some(webhooks))
+                if p.0.is_empty() =>
+            {
                 Ok(Config {
                     kiosk,
                     readers,
                     reception,
                     sync,
+                    webhooks,
                 })
             }
             _ => Err(p.0),
@@ -418,6 +512,127 @@ fn parse_sync(mut s: Section<'_>, base_dir: &Path, p: &mut Problems) -> Option<S
         batch_size: usize::try_from(batch_size?).ok()?,
         backoff_cap: backoff_cap?,
         initial_delay: initial_delay?,
+    })
+}
+
+/// `[notify]`: so far only its `[[notify.webhook]]` entries.
+fn parse_notify(
+    mut s: Section<'_>,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<Vec<WebhookConfig>> {
+    let hooks = s.array_of_tables("webhook", p).map(|list| {
+        list.iter()
+            .enumerate()
+            .map(|(i, t)| {
+                parse_webhook(
+                    Section::new(&format!("notify.webhook[{i}]"), t),
+                    base_dir,
+                    p,
+                )
+            })
+            .collect::<Vec<_>>()
+    });
+    s.finish(&["webhook"], p);
+    hooks?.into_iter().collect()
+}
+
+fn parse_webhook(mut s: Section<'_>, base_dir: &Path, p: &mut Problems) -> Option<WebhookConfig> {
+    let url = s.required_str("url", p).and_then(|v| {
+        let ok = (v.starts_with("http://") || v.starts_with("https://"))
+            && v.split_once("://").is_some_and(|(_, rest)| !rest.is_empty())
+            && !v.chars().any(|c| c.is_whitespace() || c.is_control());
+        let parsed = if ok {
+            Ok(v.to_owned())
+        } else {
+            Err("is not an http:// or https:// URL; write the receiver's address, e.g. \"https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…\"".to_owned())
+        };
+        s.check("url", parsed, p)
+    });
+    let format = match s.optional_str("format", p) {
+        None => (!s.table.contains_key("format")).then_some(WebhookFormat::Generic),
+        Some(v) => {
+            let parsed = match v {
+                "generic" => Ok(WebhookFormat::Generic),
+                "wecom" => Ok(WebhookFormat::Wecom),
+                "dingtalk" => Ok(WebhookFormat::Dingtalk),
+                other => Err(format!(
+                    "unknown format {other:?}; write one of \"generic\", \"wecom\", \"dingtalk\""
+                )),
+            };
+            s.check("format", parsed, p)
+        }
+    };
+    let inline = s.optional_str("secret", p);
+    let file = s.optional_str("secret_file", p);
+    let secret = match (inline, file) {
+        (Some(_), Some(_)) => {
+            p.push(
+                s.key("secret"),
+                "give either secret or secret_file, not both; secret_file keeps it out of the config",
+            );
+            None
+        }
+        (Some(""), None) => {
+            p.push(
+                s.key("secret"),
+                "is empty; remove it or write the shared secret",
+            );
+            None
+        }
+        (Some(v), None) => Some(Some(WebhookSecret::Inline(v.to_owned()))),
+        (None, Some(v)) => s
+            .check(
+                "secret_file",
+                file_path(v, base_dir, "\"/etc/kiosk/webhook.secret\""),
+                p,
+            )
+            .map(|f| Some(WebhookSecret::File(f))),
+        (None, None) => {
+            let typed_wrong = s.table.contains_key("secret") || s.table.contains_key("secret_file");
+            (!typed_wrong).then_some(None)
+        }
+    };
+    let events = match s.get("events") {
+        None => Some(vec![WebhookEvent::Welcome]),
+        Some(Value::Array(items)) if !items.is_empty() => {
+            let mut events = Vec::new();
+            let mut ok = true;
+            for (i, item) in items.iter().enumerate() {
+                match item.as_str() {
+                    Some("welcome") => events.push(WebhookEvent::Welcome),
+                    Some(other) => {
+                        ok = false;
+                        p.push(
+                            format!("{}[{i}]", s.key("events")),
+                            format!("unknown event {other:?}; the only event is \"welcome\""),
+                        );
+                    }
+                    None => {
+                        ok = false;
+                        p.push(
+                            format!("{}[{i}]", s.key("events")),
+                            format!("must be a string in quotes, found {}", item.type_str()),
+                        );
+                    }
+                }
+            }
+            ok.then_some(events)
+        }
+        Some(_) => {
+            p.push(
+                s.key("events"),
+                "must be a list of event names, e.g. events = [\"welcome\"]",
+            );
+            None
+        }
+    };
+    s.finish(&["url", "format", "secret", "secret_file", "events"], p);
+    Some(WebhookConfig {
+        url: url?,
+        format: format?,
+        secret: secret?,
+        events: events?,
     })
 }
 
@@ -933,6 +1148,7 @@ impl<'a> Section<'a> {
                 "kind" => "kind = \"pcsc\"",
                 "path" => "path = \"/dev/serial/by-id/…\"",
                 "hub" => "hub = \"https://hub.example.internal\"",
+                "url" => "url = \"https://receiver.example.internal/kiosk\"",
                 "token_file" => "token_file = \"/etc/kiosk/hub.token\"",
                 "database" => "database = \"sqlite:hub.sqlite\" (or \"postgres://…\")",
                 "protocol" => {
@@ -1188,6 +1404,51 @@ same_card_cooldown = "5s"
     }
 
     #[test]
+    fn notify_webhooks_become_typed_config_with_secrets_redacted() {
+        let text = "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n\
+            [[notify.webhook]]\nurl='https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc'\nformat='wecom'\nsecret='s3cret'\n\
+            [[notify.webhook]]\nurl='http://10.0.0.5:8080/hook'\nsecret_file='hook.secret'\nevents=['welcome']\n\
+            [[notify.webhook]]\nurl='https://oapi.dingtalk.com/robot/send?access_token=t'\nformat='dingtalk'\n";
+        let cfg = Config::parse(text, Path::new("/etc/kiosk")).expect("valid");
+        assert_eq!(
+            cfg.webhooks,
+            vec![
+                WebhookConfig {
+                    url: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc".into(),
+                    format: WebhookFormat::Wecom,
+                    secret: Some(WebhookSecret::Inline("s3cret".into())),
+                    events: vec![WebhookEvent::Welcome],
+                },
+                WebhookConfig {
+                    url: "http://10.0.0.5:8080/hook".into(),
+                    format: WebhookFormat::Generic,
+                    secret: Some(WebhookSecret::File("/etc/kiosk/hook.secret".into())),
+                    events: vec![WebhookEvent::Welcome],
+                },
+                WebhookConfig {
+                    url: "https://oapi.dingtalk.com/robot/send?access_token=t".into(),
+                    format: WebhookFormat::Dingtalk,
+                    secret: None,
+                    events: vec![WebhookEvent::Welcome],
+                },
+            ]
+        );
+        let shown = format!("{cfg:?}");
+        assert!(
+            !shown.contains("s3cret")
+                && !shown.contains("key=abc")
+                && !shown.contains("access_token"),
+            "{shown}"
+        );
+        let none = Config::parse(
+            "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n",
+            Path::new("/"),
+        )
+        .expect("valid");
+        assert!(none.webhooks.is_empty());
+    }
+
+    #[test]
     fn defaults_fill_optional_keys() {
         let text = "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n";
         let cfg = Config::parse(text, Path::new("/")).expect("valid");
@@ -1265,6 +1526,26 @@ same_card_cooldown = "5s"
                     "sync.token: unknown key; known keys here: hub, token_file",
                     "syncs: unknown key; did you mean \"sync\"?",
                 ],
+            ),
+            (
+                "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[notify]\nmail='x'\n[[notify.webhook]]\nformat='slack'\nsecret='a'\nsecret_file='b'\nevents=['welcome','farewell',3]\n[[notify.webhook]]\nurl='ftp://x'\nsecret=''\nevents='welcome'\nurl_='y'\n[[notify.webhook]]\nurl='https://ok'\nsecret=5\n",
+                &[
+                    "notify.webhook[0].url: is missing; add url = ",
+                    "notify.webhook[0].format: unknown format \"slack\"; write one of \"generic\", \"wecom\", \"dingtalk\"",
+                    "notify.webhook[0].secret: give either secret or secret_file, not both",
+                    "notify.webhook[0].events[1]: unknown event \"farewell\"; the only event is \"welcome\"",
+                    "notify.webhook[0].events[2]: must be a string in quotes, found integer",
+                    "notify.webhook[1].url: is not an http:// or https:// URL",
+                    "notify.webhook[1].secret: is empty",
+                    "notify.webhook[1].events: must be a list of event names",
+                    "notify.webhook[1].url_: unknown key; did you mean \"url\"?",
+                    "notify.webhook[2].secret: must be a string in quotes, found integer",
+                    "notify.mail: unknown key; known keys here: webhook",
+                ],
+            ),
+            (
+                "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[notify]\nwebhook={url='https://x'}\n",
+                &["notify.webhook: must be written as [[webhook]] sections, found table"],
             ),
             (
                 "[kiosk]\nid=1\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[reception]\nsame_card_cooldown='2h'\n",

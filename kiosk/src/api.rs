@@ -52,6 +52,8 @@ pub struct ApiState {
     pub limiter: Arc<RateLimiter>,
     /// Alerts to consultants' handhelds, kept in memory, on a channel of their own.
     pub alerts: Arc<Alerts>,
+    /// `[[notify.webhook]]` receivers, when any are configured.
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 impl ApiState {
@@ -80,6 +82,11 @@ impl ApiState {
         // No subscriber is fine: the screen may not be open.
         let _ = self.events.send(PublicEvent::Greeting(greeting.clone()));
         if let Some(alert) = Alert::for_visit(visit, repeat, source, at) {
+            // After the commit and the greeting: queued without waiting (see webhooks).
+            if let Some(hooks) = &self.webhooks {
+                let name = visit.consultant.as_ref().map(|c| c.name.as_str());
+                hooks.enqueue(&self.writer, &alert, name);
+            }
             self.alerts.raise(alert);
         }
         greeting
@@ -763,6 +770,9 @@ pub(crate) struct StatusJson {
     /// client's view (`configured`, hub, reachability, last error): see `sync_json`.
     #[schema(value_type = Object)]
     sync: serde_json::Value,
+    /// Webhooks: `{"webhooks", "queued", "failing", "last_error"}`.
+    #[schema(value_type = Object)]
+    notify: serde_json::Value,
 }
 
 /// Readers, services, sync backlog and hub reachability, and the problems among them.
@@ -851,6 +861,11 @@ async fn status(State(s): State<ApiState>) -> Result<Json<StatusJson>, ApiError>
                 .join(" or ")
         ));
     }
+    let notify = match &s.webhooks {
+        Some(hooks) => hooks.status(&s.db).await,
+        None => crate::webhooks::NotifyStatus::default(),
+    };
+    problems.extend(notify.problems.iter().cloned());
     Ok(Json(StatusJson {
         version: env!("CARGO_PKG_VERSION"),
         kiosk_id: s.info.kiosk_id.clone(),
@@ -865,5 +880,6 @@ async fn status(State(s): State<ApiState>) -> Result<Json<StatusJson>, ApiError>
         outbox_backlog: counts.outbox_backlog,
         roster_cards: counts.cards,
         sync: sync_json(&sync, now, live),
+        notify: serde_json::to_value(&notify).unwrap_or_default(),
     }))
 }

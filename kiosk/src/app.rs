@@ -88,6 +88,19 @@ impl App {
             }
             None => None,
         };
+        let webhooks = if config.webhooks.is_empty() {
+            None
+        } else {
+            let hooks = config
+                .webhooks
+                .iter()
+                .map(crate::webhooks::Hook::from_config)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Some(Arc::new(crate::webhooks::Webhooks::new(
+                hooks,
+                k.time_zone.clone(),
+            )))
+        };
         // Before any task counts anything: the recorder must exist first.
         kiosk_sync::telemetry::prometheus();
         let (events, _) = broadcast::channel(256);
@@ -115,6 +128,7 @@ impl App {
             sync_wake: sync.as_ref().map(SyncClient::waker),
             limiter: Arc::new(RateLimiter::new(RATE_PER_SECOND, RATE_BURST)),
             alerts: Default::default(),
+            webhooks,
         };
         Ok(App {
             config,
@@ -219,6 +233,17 @@ impl App {
             &failed,
             reception(rx, writer, state.clone(), stop.clone()),
         );
+
+        if let Some(hooks) = state.webhooks.clone() {
+            // Retries every failure itself; ends only at shutdown.
+            supervise(
+                &tasks,
+                "webhooks",
+                &stop,
+                &failed,
+                hooks.run(state.writer.clone(), state.db.clone(), stop.clone()),
+            );
+        }
 
         let router = api::router(state.clone());
         supervise(&tasks, "http", &stop, &failed, {

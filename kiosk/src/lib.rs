@@ -14,3 +14,4 @@ pub mod rotation;
 pub mod rules;
 pub mod store;
 pub mod sync_side;
+pub mod webhooks;

@@ -215,6 +215,7 @@ mod tests {
             sync_wake: None,
             limiter: Arc::new(RateLimiter::new(RATE_PER_SECOND, RATE_BURST)),
             alerts: Default::default(),
+            webhooks: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -20,7 +20,7 @@ use crate::rules::{self, CardFacts, Decision, TapFacts, VisitKind};
 /// The store's file inside `data_dir`.
 pub const DB_FILE: &str = "kiosk.sqlite";
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// What schema version 3 added for sync, in a macro so that the new-database schema
 /// and the 2 → 3 migration are the same text.
@@ -115,6 +115,31 @@ CREATE TABLE IF NOT EXISTS rotation (
     };
 }
 
+/// What schema version 6 added for webhooks, shared by the new-database schema and the
+/// 5 → 6 migration.
+macro_rules! schema_v6 {
+    () => {
+        r#"
+-- Webhook deliveries, at least once: one row per configured webhook (`hook`: a stable
+-- hash of its URL) and alert, the body frozen when queued. `next_at` in Unix
+-- milliseconds; a delivered row keeps its `delivered_at`.
+CREATE TABLE IF NOT EXISTS webhook_queue (
+    id            INTEGER PRIMARY KEY,
+    hook          INTEGER NOT NULL,
+    consultant_id TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    next_at       INTEGER NOT NULL,
+    last_error    TEXT,
+    delivered_at  TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS webhook_queue_pending
+    ON webhook_queue (hook, consultant_id, id) WHERE delivered_at IS NULL;
+"#
+    };
+}
+
 /// The whole schema at `SCHEMA_VERSION`, for a new database. A database written by an
 /// older kiosk is brought here by `MIGRATIONS` instead, so a change here needs one there.
 const SCHEMA: &str = concat!(
@@ -191,7 +216,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 "#,
     schema_v3!(),
     schema_v4!(),
-    schema_v5!()
+    schema_v5!(),
+    schema_v6!()
 );
 
 /// `MIGRATIONS[n - 1]` takes a database from version `n` to `n + 1`, keeping its data.
@@ -206,6 +232,8 @@ const MIGRATIONS: &[&str] = &[
     schema_v4!(),
     // 4 → 5: the rotation queue.
     schema_v5!(),
+    // 5 → 6: the webhook queue.
+    schema_v6!(),
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
 
@@ -1049,6 +1077,14 @@ impl Writer {
         }));
         self.jobs.send(job).map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Queues `f` to run on the writer thread, alone, without waiting for it: jobs sent
+    /// one after another run in that order. For work nobody may wait on (webhook queueing).
+    pub fn submit(&self, f: impl FnOnce(&mut Store) + Send + 'static) -> Result<(), StoreError> {
+        self.jobs
+            .send(Job::Alone(Box::new(f)))
+            .map_err(|_| StoreError::WriterGone)
     }
 
     /// Runs `f` inside the writer's shared transaction, with other jobs queued at the

@@ -6,6 +6,7 @@ mod openapi;
 mod rotation;
 mod serial;
 mod sync;
+mod webhooks;
 
 use std::time::Duration;
 
