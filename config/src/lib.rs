@@ -258,7 +258,45 @@ pub const DEFAULT_PRESENCE_TIMEOUT: Duration = Duration::from_millis(300);
 pub struct ReceptionConfig {
     /// A card held on the reader or tapped again within this time makes one event.
     pub same_card_cooldown: Duration,
+    /// How long a customer stays with their consultant after a visit (also outreach and
+    /// walk-in customers), a phone call, a broker's report (保护期); the roster's
+    /// `source` picks one.
+    pub protection_visit: Duration,
+    pub protection_phone: Duration,
+    pub protection_broker_report: Duration,
+    /// The office manager's consultant id: gold members and escalations alert them.
+    pub manager: Option<Ident>,
+    /// An alert nobody acknowledged within this goes to the next consultant in the queue
+    /// and the manager.
+    pub escalate_after: Duration,
+    /// The version of the privacy notice shown when a walk-in consents at card issuing.
+    pub privacy_notice_version: String,
 }
+
+impl ReceptionConfig {
+    /// Every key at its default.
+    pub fn defaults() -> ReceptionConfig {
+        ReceptionConfig {
+            same_card_cooldown: DEFAULT_SAME_CARD_COOLDOWN,
+            protection_visit: DEFAULT_PROTECTION_VISIT,
+            protection_phone: DEFAULT_PROTECTION_PHONE,
+            protection_broker_report: DEFAULT_PROTECTION_BROKER_REPORT,
+            manager: None,
+            escalate_after: DEFAULT_ESCALATE_AFTER,
+            privacy_notice_version: DEFAULT_PRIVACY_NOTICE_VERSION.to_owned(),
+        }
+    }
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+/// Design §2: visit 15 days, phone 7 days, broker report 15 days.
+pub const DEFAULT_PROTECTION_VISIT: Duration = Duration::from_secs(15 * DAY.as_secs());
+pub const DEFAULT_PROTECTION_PHONE: Duration = Duration::from_secs(7 * DAY.as_secs());
+pub const DEFAULT_PROTECTION_BROKER_REPORT: Duration = Duration::from_secs(15 * DAY.as_secs());
+/// The default of `reception.escalate_after`.
+pub const DEFAULT_ESCALATE_AFTER: Duration = Duration::from_secs(60);
+/// The default of `reception.privacy_notice_version`.
+pub const DEFAULT_PRIVACY_NOTICE_VERSION: &str = "1";
 
 /// A kiosk or office identifier: 1–64 of `A–Z a–z 0–9 - _ .`, safe in paths, URLs and logs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -368,9 +406,7 @@ impl Config {
         });
         let reception = match root.table("reception", &mut p, false) {
             Some(t) => parse_reception(Section::new("reception", t), &mut p),
-            None => Some(ReceptionConfig {
-                same_card_cooldown: DEFAULT_SAME_CARD_COOLDOWN,
-            }),
+            None => Some(ReceptionConfig::defaults()),
         };
         let sync = match root.table("sync", &mut p, false) {
             Some(t) => parse_sync(Section::new("sync", t), base_dir, &mut p).map(Some),
@@ -1012,9 +1048,72 @@ fn parse_reception(mut s: Section<'_>, p: &mut Problems) -> Option<ReceptionConf
             s.check("same_card_cooldown", parsed, p)
         }
     };
-    s.finish(&["same_card_cooldown"], p);
+    let max_period = Duration::from_secs(3650 * DAY.as_secs());
+    let protection_visit = s.duration_in(
+        "protection_visit",
+        Duration::from_secs(60),
+        max_period,
+        DEFAULT_PROTECTION_VISIT,
+        p,
+    );
+    let protection_phone = s.duration_in(
+        "protection_phone",
+        Duration::from_secs(60),
+        max_period,
+        DEFAULT_PROTECTION_PHONE,
+        p,
+    );
+    let protection_broker_report = s.duration_in(
+        "protection_broker_report",
+        Duration::from_secs(60),
+        max_period,
+        DEFAULT_PROTECTION_BROKER_REPORT,
+        p,
+    );
+    let escalate_after = s.duration_in(
+        "escalate_after",
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+        DEFAULT_ESCALATE_AFTER,
+        p,
+    );
+    let manager = match s.optional_str("manager", p) {
+        None => Some(None),
+        Some(v) => s.check("manager", Ident::parse(v), p).map(Some),
+    };
+    let privacy_notice_version = match s.optional_str("privacy_notice_version", p) {
+        None => Some(DEFAULT_PRIVACY_NOTICE_VERSION.to_owned()),
+        Some(v) if v.trim().is_empty() || v.len() > 64 => {
+            p.push(
+                s.key("privacy_notice_version"),
+                format!(
+                    "{v:?} must be 1 to 64 characters naming the notice's version, e.g. \"2026-11\""
+                ),
+            );
+            None
+        }
+        Some(v) => Some(v.to_owned()),
+    };
+    s.finish(
+        &[
+            "same_card_cooldown",
+            "protection_visit",
+            "protection_phone",
+            "protection_broker_report",
+            "manager",
+            "escalate_after",
+            "privacy_notice_version",
+        ],
+        p,
+    );
     Some(ReceptionConfig {
         same_card_cooldown: cooldown?,
+        protection_visit: protection_visit?,
+        protection_phone: protection_phone?,
+        protection_broker_report: protection_broker_report?,
+        manager: manager?,
+        escalate_after: escalate_after?,
+        privacy_notice_version: privacy_notice_version?,
     })
 }
 

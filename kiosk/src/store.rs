@@ -20,7 +20,7 @@ use crate::rules::{self, CardFacts, Decision, TapFacts, VisitKind};
 /// The store's file inside `data_dir`.
 pub const DB_FILE: &str = "kiosk.sqlite";
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// What schema version 3 added for sync, in a macro so that the new-database schema
 /// and the 2 → 3 migration are the same text.
@@ -140,6 +140,70 @@ CREATE INDEX IF NOT EXISTS webhook_queue_pending
     };
 }
 
+/// What schema version 7 added for reception (ownership and protection, broker check-in,
+/// card issuing, staff devices, persisted alerts), shared by the new-database schema and
+/// the 6 → 7 migration. New columns come by `ALTER TABLE` in both, so a new database
+/// and a migrated one have the same shape.
+macro_rules! schema_v7 {
+    () => {
+        r#"
+-- Protection (保护期): where the customer came from picks the period, which runs from
+-- the last qualifying contact with their consultant.
+ALTER TABLE customers ADD COLUMN source TEXT
+    CHECK (source IN ('outreach', 'phone', 'walk_in', 'broker'));
+ALTER TABLE customers ADD COLUMN last_follow_up TEXT;
+
+-- How the visitor was received: the broker confirmed at the door (确客), the owner a
+-- stand-in served for (义务接待), a customer from the public pool (公海).
+ALTER TABLE visits ADD COLUMN broker_id TEXT;
+ALTER TABLE visits ADD COLUMN stand_in_for TEXT;
+ALTER TABLE visits ADD COLUMN public_pool INTEGER NOT NULL DEFAULT 0 CHECK (public_pool IN (0, 1));
+
+-- A staff device (the desk's console, the manager's tablet) may also bind and revoke
+-- cards and read visits; a handheld only posts visits and receives alerts.
+ALTER TABLE devices ADD COLUMN role TEXT NOT NULL DEFAULT 'handheld'
+    CHECK (role IN ('handheld', 'staff'));
+
+-- Broker reports (报备) from the roster, one live claim per customer.
+CREATE TABLE IF NOT EXISTS broker_registrations (
+    customer_id   TEXT PRIMARY KEY,
+    broker_id     TEXT NOT NULL,
+    registered_at TEXT NOT NULL,
+    expires_at    TEXT
+) STRICT;
+
+-- Cards bound or revoked at this kiosk (发卡, 挂失), each also an outbox record; `seq`
+-- is that record's, so the console can show the hub's verdict from `quarantine`.
+CREATE TABLE IF NOT EXISTS card_changes (
+    id          TEXT PRIMARY KEY,
+    seq         INTEGER NOT NULL UNIQUE,
+    op          TEXT NOT NULL CHECK (op IN ('bind', 'revoke')),
+    card        TEXT NOT NULL,
+    customer_id TEXT,
+    by_device   TEXT NOT NULL,
+    at          TEXT NOT NULL
+) STRICT;
+
+-- Alerts to consultants' handhelds, kept until acknowledged so a restart neither loses
+-- nor repeats an escalation. `kind`: welcome (the receiving consultant), owner (their
+-- customer came while they were off duty), manager (a gold member), escalation (nobody
+-- acknowledged in time).
+CREATE TABLE IF NOT EXISTS alerts (
+    id            TEXT PRIMARY KEY,
+    consultant_id TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    visit_id      TEXT,
+    body          TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    acked_at      TEXT,
+    acked_by      TEXT,
+    escalated_at  TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS alerts_unacked ON alerts (created_at) WHERE acked_at IS NULL;
+"#
+    };
+}
+
 /// The whole schema at `SCHEMA_VERSION`, for a new database. A database written by an
 /// older kiosk is brought here by `MIGRATIONS` instead, so a change here needs one there.
 const SCHEMA: &str = concat!(
@@ -217,7 +281,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     schema_v3!(),
     schema_v4!(),
     schema_v5!(),
-    schema_v6!()
+    schema_v6!(),
+    schema_v7!()
 );
 
 /// `MIGRATIONS[n - 1]` takes a database from version `n` to `n + 1`, keeping its data.
@@ -234,6 +299,8 @@ const MIGRATIONS: &[&str] = &[
     schema_v5!(),
     // 5 → 6: the webhook queue.
     schema_v6!(),
+    // 6 → 7: reception (protection, brokers, card issuing, staff devices, alerts).
+    schema_v7!(),
 ];
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION - 1);
 
@@ -700,6 +767,9 @@ pub(crate) fn record_in(
         device_time: input.device_time,
         recorded_at: jiff::Timestamp::now(),
         office_day: Some(office_day.clone()),
+        broker_id: None,
+        stand_in_for: None,
+        public_pool: false,
     };
     let outcome_str = outcome_code(outcome);
     tx.prepare_cached(
@@ -1302,7 +1372,9 @@ mod tests {
             [1, 2, 3]
         );
         let last: wire::Record = serde_json::from_str(&outbox[2].1).expect("wire JSON");
-        let wire::Record::Visit(v) = last;
+        let wire::Record::Visit(v) = last else {
+            panic!("expected a visit, got a {}", last.kind());
+        };
         assert_eq!(
             (v.seq, v.kind, v.customer_id.as_deref()),
             (3, Some(wire::VisitKind::Revisit), Some("C1"))

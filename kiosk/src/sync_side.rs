@@ -435,11 +435,21 @@ fn upsert(conn: &Connection, entry: &RosterEntry) -> rusqlite::Result<()> {
             .execute(params![c.id, c.name]),
         RosterEntry::Customer(c) => conn
             .prepare_cached(
-                "INSERT INTO customers (id, surname, title, tier, consultant_id) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO customers (id, surname, title, tier, consultant_id, source, last_follow_up)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (id) DO UPDATE SET surname = excluded.surname, title = excluded.title,
-                     tier = excluded.tier, consultant_id = excluded.consultant_id",
+                     tier = excluded.tier, consultant_id = excluded.consultant_id,
+                     source = excluded.source, last_follow_up = excluded.last_follow_up",
             )?
-            .execute(params![c.id, c.surname, c.title, c.tier, c.consultant_id]),
+            .execute(params![
+                c.id,
+                c.surname,
+                c.title,
+                c.tier,
+                c.consultant_id,
+                c.source,
+                c.last_follow_up.map(|t| t.to_string())
+            ]),
         RosterEntry::Card(c) => conn
             .prepare_cached(
                 "INSERT INTO cards (token, customer_id, status, note, low24_only) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -453,6 +463,19 @@ fn upsert(conn: &Connection, entry: &RosterEntry) -> rusqlite::Result<()> {
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name, company = excluded.company",
             )?
             .execute(params![b.id, b.name, b.company]),
+        RosterEntry::Registration(r) => conn
+            .prepare_cached(
+                "INSERT INTO broker_registrations (customer_id, broker_id, registered_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (customer_id) DO UPDATE SET broker_id = excluded.broker_id,
+                     registered_at = excluded.registered_at, expires_at = excluded.expires_at",
+            )?
+            .execute(params![
+                r.customer_id,
+                r.broker_id,
+                r.registered_at.to_string(),
+                r.expires_at.map(|t| t.to_string())
+            ]),
     }
     .map(drop)
 }
@@ -460,11 +483,13 @@ fn upsert(conn: &Connection, entry: &RosterEntry) -> rusqlite::Result<()> {
 fn delete(conn: &Connection, entity: Entity, key: &str) -> rusqlite::Result<()> {
     let statements: &[&str] = match entity {
         Entity::Card => &["DELETE FROM cards WHERE token = ?1"],
-        // A customer's cards go with them: a card must name a customer.
+        // A customer's cards and broker registration go with them.
         Entity::Customer => &[
             "DELETE FROM cards WHERE customer_id = ?1",
+            "DELETE FROM broker_registrations WHERE customer_id = ?1",
             "DELETE FROM customers WHERE id = ?1",
         ],
+        Entity::Registration => &["DELETE FROM broker_registrations WHERE customer_id = ?1"],
         // Their customers stay, without a consultant, until the hub assigns another.
         Entity::Consultant => &[
             "UPDATE customers SET consultant_id = NULL WHERE consultant_id = ?1",
@@ -508,7 +533,7 @@ fn apply_page(
                     match entry.entity() {
                         Entity::Card => cards.insert(key.to_owned()),
                         Entity::Customer => customers.insert(key.to_owned()),
-                        Entity::Consultant | Entity::Broker => false,
+                        Entity::Consultant | Entity::Broker | Entity::Registration => false,
                     };
                 }
             }
@@ -906,9 +931,9 @@ mod tests {
         let text = wire::gunzip(body, 1 << 24).expect("gzip");
         text.split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
-            .map(|l| {
-                let wire::Record::Visit(v) = serde_json::from_slice(l).expect("record");
-                v
+            .map(|l| match serde_json::from_slice(l).expect("record") {
+                wire::Record::Visit(v) => v,
+                other => panic!("expected visits only, got a {}", other.kind()),
             })
             .collect()
     }
@@ -1137,6 +1162,8 @@ mod tests {
             title: "mr".into(),
             tier: tier.into(),
             consultant_id: consultant.map(Into::into),
+            source: None,
+            last_follow_up: None,
         })
     }
 

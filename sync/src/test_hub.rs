@@ -194,6 +194,9 @@ pub(crate) fn visit(kiosk: &str, seq: u64) -> VisitRecord {
         device_time: "2026-11-23T01:59:59.5Z".parse().expect("time"),
         recorded_at: "2026-11-23T01:59:59.501Z".parse().expect("time"),
         office_day: Some("2026-11-23".into()),
+        broker_id: None,
+        stand_in_for: None,
+        public_pool: false,
     }
 }
 

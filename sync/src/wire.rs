@@ -17,18 +17,52 @@ pub const PROTOCOL_VERSION: u32 = 1;
 #[serde(tag = "kind", content = "record", rename_all = "snake_case")]
 pub enum Record {
     Visit(VisitRecord),
+    /// A card issued (发卡) at the kiosk: bound to an existing customer or a new walk-in.
+    CardBinding(CardBindingRecord),
+    /// A card withdrawn at the kiosk (lost, replaced).
+    CardRevocation(CardRevocationRecord),
 }
 
 impl Record {
     pub fn id(&self) -> Uuid {
         match self {
             Record::Visit(v) => v.id,
+            Record::CardBinding(b) => b.id,
+            Record::CardRevocation(r) => r.id,
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             Record::Visit(_) => "visit",
+            Record::CardBinding(_) => "card_binding",
+            Record::CardRevocation(_) => "card_revocation",
+        }
+    }
+
+    /// The kiosk that made the record.
+    pub fn kiosk_id(&self) -> &str {
+        match self {
+            Record::Visit(v) => &v.kiosk_id,
+            Record::CardBinding(b) => &b.kiosk_id,
+            Record::CardRevocation(r) => &r.kiosk_id,
+        }
+    }
+
+    pub fn office_id(&self) -> &str {
+        match self {
+            Record::Visit(v) => &v.office_id,
+            Record::CardBinding(b) => &b.office_id,
+            Record::CardRevocation(r) => &r.office_id,
+        }
+    }
+
+    /// Per kiosk, gap-free over every kind: one outbox, one sequence.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Record::Visit(v) => v.seq,
+            Record::CardBinding(b) => b.seq,
+            Record::CardRevocation(r) => r.seq,
         }
     }
 }
@@ -64,6 +98,85 @@ pub struct VisitRecord {
     /// counts one office visit per customer per day without knowing each office's zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub office_day: Option<String>,
+    /// The broker whose customer this is, confirmed at the door (确客); `outcome` is
+    /// `broker_confirmed`. A refused broker code is a `denied` visit with the broker id
+    /// and the refusal's code in `reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_id: Option<String>,
+    /// With `stand_in`: the owner the consultant stood in for (义务接待).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stand_in_for: Option<String>,
+    /// The customer's protection had lapsed (公海): the consultant who received them got
+    /// them by rotation, and the hub may reassign the customer.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub public_pool: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A card bound at the kiosk (发卡). The hub applies it to the roster and sends it back
+/// down as roster changes; a card or phone already taken at the hub rejects it
+/// (`card_taken`, `phone_taken`, `unknown_customer` in the reply's reason).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CardBindingRecord {
+    /// UUIDv7 made at the kiosk.
+    pub id: Uuid,
+    pub kiosk_id: String,
+    pub office_id: String,
+    pub seq: u64,
+    /// Normalized card token.
+    pub card: String,
+    /// The customer the card now belongs to: an existing one, or the new walk-in's id
+    /// made at the kiosk (`w-` + a UUIDv7) when `new_customer` is present.
+    pub customer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_customer: Option<NewCustomer>,
+    /// The staff device that bound it.
+    pub by: String,
+    pub bound_at: jiff::Timestamp,
+}
+
+/// A walk-in registered at the kiosk while binding their card. The only record that
+/// carries a phone number and a full name: they go to the hub and are not kept in the
+/// kiosk's roster tables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewCustomer {
+    pub name: String,
+    pub surname: String,
+    /// `mr` or `ms`.
+    pub title: String,
+    pub phone: String,
+    /// `outreach`, `phone`, `walk_in` or `broker`.
+    pub source: String,
+    /// The consultant who received them (the rotation's turn), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consultant_id: Option<String>,
+    pub consent: Consent,
+}
+
+/// Consent to data processing (PIPL), as given at the desk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consent {
+    /// The version of the privacy notice the customer was shown.
+    pub notice_version: String,
+    pub given_at: jiff::Timestamp,
+}
+
+/// A card withdrawn at the kiosk. The hub marks it revoked (`unknown_card` when it has no
+/// such card).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CardRevocationRecord {
+    pub id: Uuid,
+    pub kiosk_id: String,
+    pub office_id: String,
+    pub seq: u64,
+    pub card: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub by: String,
+    pub revoked_at: jiff::Timestamp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +287,7 @@ pub enum Entity {
     Customer,
     Card,
     Broker,
+    Registration,
 }
 
 impl Entity {
@@ -183,6 +297,7 @@ impl Entity {
             Entity::Customer => "customer",
             Entity::Card => "card",
             Entity::Broker => "broker",
+            Entity::Registration => "registration",
         }
     }
 
@@ -192,6 +307,7 @@ impl Entity {
             Entity::Customer,
             Entity::Card,
             Entity::Broker,
+            Entity::Registration,
         ]
         .into_iter()
         .find(|e| e.as_str() == text)
@@ -207,6 +323,8 @@ pub enum RosterEntry {
     Customer(CustomerEntry),
     Card(CardEntry),
     Broker(BrokerEntry),
+    /// A broker's report (报备) of a customer; keyed by the customer: one live claim each.
+    Registration(RegistrationEntry),
 }
 
 impl RosterEntry {
@@ -216,6 +334,7 @@ impl RosterEntry {
             RosterEntry::Customer(_) => Entity::Customer,
             RosterEntry::Card(_) => Entity::Card,
             RosterEntry::Broker(_) => Entity::Broker,
+            RosterEntry::Registration(_) => Entity::Registration,
         }
     }
 
@@ -225,6 +344,7 @@ impl RosterEntry {
             RosterEntry::Customer(c) => &c.id,
             RosterEntry::Card(c) => &c.token,
             RosterEntry::Broker(b) => &b.id,
+            RosterEntry::Registration(r) => &r.customer_id,
         }
     }
 }
@@ -245,6 +365,14 @@ pub struct CustomerEntry {
     /// `normal`, `silver` or `gold`.
     pub tier: String,
     pub consultant_id: Option<String>,
+    /// `outreach`, `phone`, `walk_in` or `broker`: picks the protection period. Absent:
+    /// the visit period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The last qualifying contact with the owner (visit, call, report) the protection
+    /// period runs from. Absent: the protection is not tracked and never lapses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_follow_up: Option<jiff::Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,9 +397,21 @@ pub struct BrokerEntry {
     pub company: Option<String>,
 }
 
+/// A broker's report (报备): the customer came through this broker. The broker's QR code
+/// (带看码) reads `qr:broker:BROKER_ID:CUSTOMER_ID` and is checked against it on arrival.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationEntry {
+    pub customer_id: String,
+    pub broker_id: String,
+    pub registered_at: jiff::Timestamp,
+    /// Absent: `registered_at` + the kiosk's broker-report protection period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<jiff::Timestamp>,
+}
+
 /// First line of a roster snapshot (`GET /sync/v1/roster/snapshot`, NDJSON, gzip):
 /// the cursor the snapshot is consistent with. Each further line is a [`RosterEntry`],
-/// consultants first, then customers, cards and brokers, so references resolve in order.
+/// consultants first, then customers, cards, brokers and registrations, so references resolve in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotHead {
     pub cursor: u64,
@@ -426,6 +566,9 @@ mod tests {
             device_time: "2026-11-23T02:00:00Z".parse().expect("time"),
             recorded_at: "2026-11-23T02:00:00.001Z".parse().expect("time"),
             office_day: Some("2026-11-23".into()),
+            broker_id: None,
+            stand_in_for: None,
+            public_pool: false,
         });
         let json = serde_json::to_value(&record).expect("serialize");
         assert_eq!(json["kind"], "visit");

@@ -679,6 +679,8 @@ impl PgHub {
                 title: r.try_get(2)?,
                 tier: r.try_get(3)?,
                 consultant_id: r.try_get(4)?,
+                source: None,
+                last_follow_up: None,
             }))?;
         }
         let mut found = std::pin::pin!(
@@ -781,6 +783,12 @@ impl PgHub {
         let tx = roster_tx(&mut client).await?;
         let now = SystemTime::from(jiff::Timestamp::now());
         let sql = match entity {
+            Entity::Registration => {
+                return Err(HubStoreError::NotFound {
+                    entity: "registration",
+                    key: key.to_owned(),
+                });
+            }
             Entity::Consultant => {
                 let customers: i64 = tx
                     .query_one(

@@ -101,7 +101,21 @@ pub(super) fn plan(items: Vec<Incoming>) -> Vec<(Option<u64>, Line)> {
         .map(|item| match item {
             Incoming::Record { record, raw } => {
                 let kind = record.kind();
-                let Record::Visit(v) = record;
+                let v = match record {
+                    Record::Visit(v) => v,
+                    other => {
+                        let line = Line::Reject(RejectRow {
+                            seq: i64::try_from(other.seq()).ok(),
+                            record_id: Some(other.id()),
+                            kind: Some(kind.to_owned()),
+                            reason: format!(
+                                "records of kind {kind:?} are not stored by this hub yet"
+                            ),
+                            raw,
+                        });
+                        return (Some(other.seq()), line);
+                    }
+                };
                 let nul = [
                     Some(&v.office_id),
                     v.customer_id.as_ref(),

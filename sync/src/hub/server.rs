@@ -479,11 +479,9 @@ fn check_office(text: &str, kiosk: &KioskRow) -> Result<(), HubApiError> {
     let first = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Record>(l).ok())
-        .find_map(|r| match r {
-            Record::Visit(v) if v.office_id != kiosk.office_id && v.kiosk_id == kiosk.id => {
-                Some(v.office_id)
-            }
-            Record::Visit(_) => None,
+        .find_map(|r| {
+            (r.office_id() != kiosk.office_id && r.kiosk_id() == kiosk.id)
+                .then(|| r.office_id().to_owned())
         });
     match first {
         None => Ok(()),
@@ -537,15 +535,18 @@ fn parse_line(line: &str, kiosk: &KioskRow) -> Incoming {
         }
     };
     match &record {
-        Record::Visit(v) if v.kiosk_id != kiosk.id => reject(format!(
+        r if r.kiosk_id() != kiosk.id => reject(format!(
             "the record belongs to kiosk {:?} but came with kiosk {:?}'s token",
-            v.kiosk_id, kiosk.id
+            r.kiosk_id(),
+            kiosk.id
         )),
-        Record::Visit(v) if v.office_id != kiosk.office_id => reject(format!(
+        r if r.office_id() != kiosk.office_id => reject(format!(
             "the record is for office {:?} but kiosk {:?} is registered to office {:?}",
-            v.office_id, kiosk.id, kiosk.office_id
+            r.office_id(),
+            kiosk.id,
+            kiosk.office_id
         )),
-        Record::Visit(v) if v.seq == 0 => reject("seq starts at 1".into()),
+        r if r.seq() == 0 => reject("seq starts at 1".into()),
         _ => Incoming::Record {
             record,
             raw: line.to_owned(),

@@ -506,6 +506,8 @@ impl SqliteHub {
                     title: r.get(2)?,
                     tier: r.get(3)?,
                     consultant_id: r.get(4)?,
+                    source: None,
+                    last_follow_up: None,
                 }))?;
             }
             let mut stmt = tx.prepare(
@@ -971,6 +973,12 @@ fn upsert_broker(tx: &Transaction<'_>, b: &BrokerEntry, now: i64) -> Result<bool
 
 fn delete(tx: &Transaction<'_>, entity: Entity, key: &str, now: i64) -> Result<(), HubStoreError> {
     let sql = match entity {
+        Entity::Registration => {
+            return Err(HubStoreError::NotFound {
+                entity: "registration",
+                key: key.to_owned(),
+            });
+        }
         Entity::Consultant => {
             let customers: i64 = tx
                 .prepare_cached("SELECT count(*) FROM customers WHERE consultant_id = ?1")?

@@ -123,6 +123,8 @@ impl HubCustomer {
             title: self.title.clone(),
             tier: self.tier.clone(),
             consultant_id: self.consultant_id.clone(),
+            source: None,
+            last_follow_up: None,
         }
     }
 }
