@@ -101,7 +101,7 @@ pub(super) fn plan(items: Vec<Incoming>) -> Vec<(Option<u64>, Line)> {
         .map(|item| match item {
             Incoming::Record { record, raw } => {
                 let kind = record.kind();
-                let v = match record {
+                let v = match *record {
                     Record::Visit(v) => v,
                     other => {
                         let line = Line::Reject(RejectRow {

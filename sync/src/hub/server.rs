@@ -548,7 +548,7 @@ fn parse_line(line: &str, kiosk: &KioskRow) -> Incoming {
         )),
         r if r.seq() == 0 => reject("seq starts at 1".into()),
         _ => Incoming::Record {
-            record,
+            record: Box::new(record),
             raw: line.to_owned(),
         },
     }

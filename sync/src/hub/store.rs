@@ -151,7 +151,7 @@ pub struct ImportCounts {
 #[derive(Debug, Clone)]
 pub enum Incoming {
     /// A record of a kind this hub knows. `raw` is the line as received, stored as-is.
-    Record { record: Record, raw: String },
+    Record { record: Box<Record>, raw: String },
     /// A line the hub cannot take (bad JSON, unknown kind, wrong kiosk, …). Kept as a
     /// reject; when it carries a seq, that seq counts as held and a resent line is
     /// kept once. Without a seq there is no key to know a resend by: kept each time.

@@ -222,7 +222,10 @@ fn received_at() -> jiff::Timestamp {
 fn line(v: VisitRecord) -> Incoming {
     let record = Record::Visit(v);
     let raw = serde_json::to_string(&record).expect("serialize");
-    Incoming::Record { record, raw }
+    Incoming::Record {
+        record: Box::new(record),
+        raw,
+    }
 }
 
 fn lines(kiosk: &str, seqs: impl IntoIterator<Item = u64>) -> Vec<Incoming> {
