@@ -454,6 +454,12 @@ pub struct VisitView {
     pub office_day: String,
     pub device_time: String,
     pub recorded_at: String,
+    /// The broker confirmed at the door (确客), or whose code was refused.
+    pub broker_id: Option<String>,
+    /// The owner (consultant id) the receiving consultant stood in for (义务接待).
+    pub stand_in_for: Option<String>,
+    /// The customer's protection had lapsed (公海).
+    pub public_pool: bool,
 }
 
 /// The result of a tap, committed.
@@ -818,6 +824,9 @@ pub(crate) fn record_in(
             office_day,
             device_time: record.device_time.to_string(),
             recorded_at: record.recorded_at.to_string(),
+            broker_id: record.broker_id,
+            stand_in_for: record.stand_in_for,
+            public_pool: record.public_pool,
         },
     }))
 }
@@ -927,7 +936,8 @@ fn find_customer(conn: &Connection, id: &str) -> Result<Option<CardRow>, rusqlit
 
 const VISIT_COLUMNS: &str =
     "v.id, v.seq, v.source, v.method, v.card, v.outcome, v.reason, v.reason_detail, v.kind,
-    c.id, c.surname, c.title, c.tier, k.id, k.name, v.office_day, v.device_time, v.recorded_at";
+    c.id, c.surname, c.title, c.tier, k.id, k.name, v.office_day, v.device_time, v.recorded_at,
+    v.broker_id, v.stand_in_for, v.public_pool";
 const VISIT_FROM: &str = "FROM visits v LEFT JOIN customers c ON c.id = v.customer_id
     LEFT JOIN consultants k ON k.id = v.consultant_id";
 
@@ -966,6 +976,9 @@ fn visit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VisitView> {
         office_day: r.get(15)?,
         device_time: r.get(16)?,
         recorded_at: r.get(17)?,
+        broker_id: r.get(18)?,
+        stand_in_for: r.get(19)?,
+        public_pool: r.get(20)?,
     })
 }
 
