@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::handler::Handler;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -596,26 +596,33 @@ impl From<VisitView> for VisitJson {
     }
 }
 
-/// The visits of an office day, for staff on the kiosk itself.
+/// The visits of an office day, for staff: a staff device's token, or no token from the
+/// kiosk itself.
 #[utoipa::path(get, path = "/api/v1/visits", tag = "visits", params(VisitsQuery),
     responses(
         (status = 200, description = "The day's visits, the latest first", body = VisitList),
         (status = 400, description = "A parameter is malformed, out of range or unknown", body = ErrorBody),
-        (status = 403, description = "Asked from another machine than the kiosk itself", body = ErrorBody),
+        (status = 401, description = "A token was sent, but it is unknown or revoked", body = ErrorBody),
+        (status = 403, description = "A handheld's token, or no token from another machine than the kiosk itself", body = ErrorBody),
         (status = 503, description = "The database is not available", body = ErrorBody),
     ))]
 async fn visits(
     State(s): State<ApiState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     query: Result<Query<VisitsQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<VisitList>, ApiError> {
-    // Visits carry customer ids and card UIDs: until staff tokens exist, only the
-    // kiosk itself may read them, whatever kiosk.listen says.
-    if !peer.ip().is_loopback() {
+) -> Result<Response, ApiError> {
+    // Visits carry customer ids and card UIDs: a staff device, or the kiosk itself
+    // (whatever kiosk.listen says).
+    if headers.contains_key(header::AUTHORIZATION) {
+        if let Err(refused) = crate::handheld::authenticate_staff(&s, &headers).await {
+            return Ok(refused);
+        }
+    } else if !peer.ip().is_loopback() {
         return Err(ApiError {
             status: StatusCode::FORBIDDEN,
             code: "forbidden",
-            message: "visits can only be read on the kiosk itself (from 127.0.0.1) until staff accounts exist".into(),
+            message: "visits are for staff: send a staff device's token (`kiosk devices add NAME --staff`) as `Authorization: Bearer <token>`".into(),
         });
     }
     let Query(q) = query.map_err(|e| {
@@ -646,7 +653,7 @@ async fn visits(
             .into_iter()
             .map(VisitJson::from)
             .collect();
-    Ok(Json(VisitList { day, visits: list }))
+    Ok(Json(VisitList { day, visits: list }).into_response())
 }
 
 /// Unsent visits older than this, with the hub unreachable, are a problem on the status page.

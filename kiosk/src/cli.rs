@@ -13,7 +13,7 @@ use kiosk_device::fake::FakeReader;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{App, Extras};
-use crate::devices::DeviceName;
+use crate::devices::{DeviceName, DeviceRole};
 use crate::roster;
 use crate::store::{Identity, Store};
 use kiosk_sync::hub::{Hub, HubDb};
@@ -110,6 +110,10 @@ enum DevicesCommand {
         /// Write the token to this file (mode 600) instead of printing it.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// A staff device (the reception console, the manager's tablet): may also read
+        /// visits and bind and revoke cards.
+        #[arg(long)]
+        staff: bool,
     },
     /// List devices (never their tokens).
     List,
@@ -263,11 +267,18 @@ fn devices(config: &Path, command: DevicesCommand) -> anyhow::Result<()> {
             name,
             consultant,
             token_file,
+            staff,
         } => {
             let name = DeviceName::parse(&name)?;
             let token = kiosk_sync::auth::new_token();
+            let role = if staff {
+                DeviceRole::Staff
+            } else {
+                DeviceRole::Handheld
+            };
             store.add_device(
                 &name,
+                role,
                 consultant.as_deref(),
                 &kiosk_sync::auth::hash(&token),
             )?;
@@ -285,8 +296,9 @@ fn devices(config: &Path, command: DevicesCommand) -> anyhow::Result<()> {
             }
             for d in devices {
                 println!(
-                    "{}\tconsultant {}\tcreated {}\t{}",
+                    "{}\t{}\tconsultant {}\tcreated {}\t{}",
                     d.name,
+                    d.role.as_str(),
                     d.consultant_id.as_deref().unwrap_or("-"),
                     d.created_at,
                     match &d.revoked_at {

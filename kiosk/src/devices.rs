@@ -58,10 +58,39 @@ impl From<rusqlite::Error> for DeviceError {
     }
 }
 
+/// What a device may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRole {
+    /// A consultant's PDA: posts visits, works the rotation, receives alerts.
+    Handheld,
+    /// The reception desk's console or the manager's tablet: also reads visits and
+    /// binds and revokes cards.
+    Staff,
+}
+
+impl DeviceRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceRole::Handheld => "handheld",
+            DeviceRole::Staff => "staff",
+        }
+    }
+
+    /// Reads the stored value; the schema's CHECK allows only the two.
+    fn from_db(text: &str) -> DeviceRole {
+        if text == "staff" {
+            DeviceRole::Staff
+        } else {
+            DeviceRole::Handheld
+        }
+    }
+}
+
 /// A device as `kiosk devices list` shows it; never its token or hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
     pub name: String,
+    pub role: DeviceRole,
     pub consultant_id: Option<String>,
     pub created_at: String,
     pub revoked_at: Option<String>,
@@ -72,6 +101,7 @@ pub struct Device {
 #[derive(Debug, Clone)]
 pub struct DeviceAuth {
     pub name: String,
+    pub role: DeviceRole,
     pub token_hash: String,
     pub consultant_id: Option<String>,
     pub revoked: bool,
@@ -119,6 +149,7 @@ impl Store {
     pub fn add_device(
         &mut self,
         name: &DeviceName,
+        role: DeviceRole,
         consultant_id: Option<&str>,
         token_hash: &str,
     ) -> Result<(), DeviceError> {
@@ -146,16 +177,17 @@ impl Store {
             return Err(DeviceError::Exists(name.as_str().to_owned()));
         }
         tx.execute(
-            "INSERT INTO devices (name, token_hash, consultant_id, created_at, revoked_at)
-             VALUES (?1, ?2, ?3, ?4, NULL)
+            "INSERT INTO devices (name, token_hash, consultant_id, created_at, revoked_at, role)
+             VALUES (?1, ?2, ?3, ?4, NULL, ?5)
              ON CONFLICT (name) DO UPDATE SET token_hash = excluded.token_hash,
                  consultant_id = excluded.consultant_id, created_at = excluded.created_at,
-                 revoked_at = NULL",
+                 revoked_at = NULL, role = excluded.role",
             params![
                 name.as_str(),
                 token_hash,
                 consultant_id,
-                jiff::Timestamp::now().to_string()
+                jiff::Timestamp::now().to_string(),
+                role.as_str()
             ],
         )?;
         tx.commit()?;
@@ -165,12 +197,13 @@ impl Store {
     /// Every device, by name.
     pub fn list_devices(&mut self) -> Result<Vec<Device>, DeviceError> {
         let mut stmt = self.conn_mut().prepare(
-            "SELECT name, consultant_id, created_at, revoked_at FROM devices ORDER BY name",
+            "SELECT name, consultant_id, created_at, revoked_at, role FROM devices ORDER BY name",
         )?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(Device {
                     name: r.get(0)?,
+                    role: DeviceRole::from_db(&r.get::<_, String>(4)?),
                     consultant_id: r.get(1)?,
                     created_at: r.get(2)?,
                     revoked_at: r.get(3)?,
@@ -294,11 +327,12 @@ impl ReadDb {
     ) -> Result<Option<DeviceAuth>, StoreError> {
         self.with(move |c| {
             c.prepare_cached(
-                "SELECT name, token_hash, consultant_id, revoked_at IS NOT NULL FROM devices WHERE token_hash = ?1",
+                "SELECT name, token_hash, consultant_id, revoked_at IS NOT NULL, role FROM devices WHERE token_hash = ?1",
             )?
             .query_row([token_hash], |r| {
                 Ok(DeviceAuth {
                     name: r.get(0)?,
+                    role: DeviceRole::from_db(&r.get::<_, String>(4)?),
                     token_hash: r.get(1)?,
                     consultant_id: r.get(2)?,
                     revoked: r.get(3)?,
@@ -371,12 +405,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let mut s = store(dir.path());
         let name = DeviceName::parse("pda-1").expect("name");
-        s.add_device(&name, Some("E01"), "h1").expect("add");
-        let err = s.add_device(&name, None, "h2").expect_err("twice");
+        s.add_device(&name, DeviceRole::Handheld, Some("E01"), "h1")
+            .expect("add");
+        let err = s
+            .add_device(&name, DeviceRole::Handheld, None, "h2")
+            .expect_err("twice");
         assert!(matches!(err, DeviceError::Exists(_)), "{err}");
         let err = s
             .add_device(
                 &DeviceName::parse("pda-2").expect("name"),
+                DeviceRole::Handheld,
                 Some("E99"),
                 "h3",
             )
@@ -417,7 +455,8 @@ mod tests {
         assert!(matches!(err, DeviceError::NoSuchDevice(_)), "{err}");
 
         // A revoked name may be issued again, with a new token; the old one is gone.
-        s.add_device(&name, None, "h4").expect("reissue");
+        s.add_device(&name, DeviceRole::Handheld, None, "h4")
+            .expect("reissue");
         let list = s.list_devices().expect("list");
         assert_eq!(list.len(), 1);
         assert_eq!(

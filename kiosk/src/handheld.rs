@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::api::{ApiError, ApiState, ErrorBody, VisitJson};
-use crate::devices::{DeviceAuth, HandheldPost, Posted};
+use crate::devices::{DeviceAuth, DeviceRole, HandheldPost, Posted};
 use crate::store::Presented;
 
 /// Largest accepted body: a visit is a few hundred bytes.
@@ -253,6 +253,27 @@ pub(crate) async fn authenticate(
             "this token belongs to no device; check it, or issue one with `kiosk devices add`",
         )),
     }
+}
+
+/// A staff device presenting the bearer token (`kiosk devices add NAME --staff`): 401 as
+/// for any device, then 403 for a handheld, which may not read visits or issue cards.
+pub(crate) async fn authenticate_staff(
+    s: &ApiState,
+    headers: &HeaderMap,
+) -> Result<DeviceAuth, Response> {
+    let device = authenticate(s, headers).await?;
+    if device.role != DeviceRole::Staff {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "device {} is a handheld; this needs a staff device: `kiosk devices add NAME --staff`",
+                device.name
+            ),
+        )
+        .into_response());
+    }
+    Ok(device)
 }
 
 /// The body, read strictly: malformed JSON is a 400; JSON that is not a visit (unknown

@@ -41,7 +41,16 @@ fn devices(dir: &KioskDir, args: &[&str]) -> std::process::Output {
 }
 
 pub(crate) fn add_device(dir: &KioskDir, name: &str) -> String {
-    let out = devices(dir, &["add", name]);
+    add_device_with(dir, &["add", name])
+}
+
+/// A staff device (`--staff`): the console's token.
+pub(crate) fn add_staff_device(dir: &KioskDir, name: &str) -> String {
+    add_device_with(dir, &["add", name, "--staff"])
+}
+
+fn add_device_with(dir: &KioskDir, args: &[&str]) -> String {
+    let out = devices(dir, args);
     assert!(
         out.status.success(),
         "{}",
@@ -219,6 +228,50 @@ async fn a_post_needs_a_live_device_token_and_a_revocation_counts_at_once() {
         a.body
     );
     assert_eq!(h.visits().await.len(), 1);
+}
+
+/// `GET /api/v1/visits` with a token: a staff device's reads, a handheld's is refused
+/// (403), a wrong one is 401; `kiosk devices list` shows each device's role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visits_are_read_with_a_staff_token_and_not_with_a_handheld_one() {
+    let h = start().await;
+    let staff = add_staff_device(&h.dir, "desk");
+    let a = h
+        .post_json(&json!({"id": new_id(), "card": "nfc:04A1B2C3D4E5F6"}))
+        .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let read = |token: &str| {
+        kiosk_tests::http_client()
+            .get(h.kiosk.url("/api/v1/visits"))
+            .bearer_auth(token)
+            .send()
+    };
+    let resp = read(&staff).await.expect("GET visits");
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["visits"].as_array().map(Vec::len), Some(1), "{body}");
+    let resp = read(&h.token).await.expect("GET visits");
+    assert_eq!(resp.status().as_u16(), 403);
+    let body: Value = resp.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--staff")),
+        "{body}"
+    );
+    let resp = read("kt_nope").await.expect("GET visits");
+    assert_eq!(resp.status().as_u16(), 401);
+    let out = devices(&h.dir, &["list"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("desk\tstaff") && !l.contains("revoked")),
+        "{list}"
+    );
+    assert!(
+        list.lines().any(|l| l.starts_with("pda-1\thandheld")),
+        "{list}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
