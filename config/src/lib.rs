@@ -1557,10 +1557,60 @@ same_card_cooldown = "5s"
         assert_eq!(cfg.reception.same_card_cooldown, DEFAULT_SAME_CARD_COOLDOWN);
     }
 
+    #[test]
+    fn reception_keys_are_read_and_default() {
+        let text = "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n\
+            [reception]\nprotection_visit='30d'\nprotection_phone='3d'\nprotection_broker_report='20d'\n\
+            manager='M01'\nescalate_after='90s'\nprivacy_notice_version='2026-11'\n";
+        let cfg = Config::parse(text, Path::new("/")).expect("valid");
+        let r = &cfg.reception;
+        assert_eq!(r.protection_visit, Duration::from_secs(30 * 86_400));
+        assert_eq!(r.protection_phone, Duration::from_secs(3 * 86_400));
+        assert_eq!(r.protection_broker_report, Duration::from_secs(20 * 86_400));
+        assert_eq!(r.manager.as_ref().map(Ident::as_str), Some("M01"));
+        assert_eq!(r.escalate_after, Duration::from_secs(90));
+        assert_eq!(r.privacy_notice_version, "2026-11");
+        assert_eq!(r.same_card_cooldown, DEFAULT_SAME_CARD_COOLDOWN);
+
+        let bare = "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[reception]\n";
+        let cfg = Config::parse(bare, Path::new("/")).expect("valid");
+        let d = ReceptionConfig::defaults();
+        let r = &cfg.reception;
+        assert_eq!(
+            (
+                r.protection_visit,
+                r.protection_phone,
+                r.protection_broker_report
+            ),
+            (
+                d.protection_visit,
+                d.protection_phone,
+                d.protection_broker_report
+            )
+        );
+        assert_eq!(r.protection_phone, Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            (r.manager.clone(), r.escalate_after),
+            (None, DEFAULT_ESCALATE_AFTER)
+        );
+        assert_eq!(r.privacy_notice_version, DEFAULT_PRIVACY_NOTICE_VERSION);
+    }
+
     /// Each case: a file, then every problem expected as `path: message fragment`.
     #[test]
     fn every_problem_is_reported_with_its_key_path() {
         let cases: &[(&str, &[&str])] = &[
+            (
+                "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[reception]\nprotection_visit='15'\nprotection_phone='0s'\nmanager='li na'\nescalate_after='2h'\nprivacy_notice_version=''\nprotection='7d'\n",
+                &[
+                    "reception.protection_visit: \"15\" has a number without a unit",
+                    "reception.protection_phone: \"0s\" is outside 1m to",
+                    "reception.manager: \"li na\" is not a valid id",
+                    "reception.escalate_after: \"2h\" is outside 1s to 1h",
+                    "reception.privacy_notice_version: \"\" must be 1 to 64 characters",
+                    "reception.protection: unknown key",
+                ],
+            ),
             ("", &["kiosk: section [kiosk] is missing"]),
             (
                 "[kiosk]\nid = 'k'\n",
