@@ -548,7 +548,7 @@ async fn a_binding_whose_phone_the_hub_holds_is_rejected_and_undone(backend: Bac
     let reason = change["reason"].as_str().unwrap_or_default();
     assert!(reason.starts_with("phone_taken"), "{change}");
     let status = d.kiosk.get_json("/api/v1/status").await;
-    let quarantined = list(status["sync"]["quarantine"]["latest"].clone(), "latest");
+    let quarantined = list(status["sync"]["quarantine"].clone(), "latest");
     assert!(
         quarantined
             .iter()
