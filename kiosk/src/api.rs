@@ -25,6 +25,7 @@ use uuid::Uuid;
 use kiosk_device::{ReaderKind, ReaderUpdate};
 
 use crate::alerts::{self, Alerts};
+use crate::cards;
 use crate::handheld::{self, RateLimiter};
 use crate::rotation;
 use crate::store::{ReadDb, Recorded, StoreError, VisitView, Writer};
@@ -99,6 +100,8 @@ pub struct KioskInfo {
     pub data_dir: PathBuf,
     /// Configured PC/SC reader patterns, to tell "no reader matches" apart from "no reader configured".
     pub reader_patterns: Vec<String>,
+    /// `reception.privacy_notice_version`: the notice a walk-in consents to at card issuing.
+    pub privacy_notice_version: String,
 }
 
 /// Live reader and service state, updated by the reception loop.
@@ -396,6 +399,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/consultants/{id}/events", "get"),
     ("/api/v1/alerts", "get"),
     ("/api/v1/alerts/{id}/ack", "post"),
+    ("/api/v1/cards/unbound", "get"),
+    ("/api/v1/cards/bind", "post"),
+    ("/api/v1/cards/revoke", "post"),
+    ("/api/v1/cards/changes", "get"),
     ("/api/v1/status", "get"),
     ("/metrics", "get"),
     ("/api/v1/openapi.json", "get"),
@@ -430,6 +437,16 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/alerts", get(alerts::list_alerts))
         .route("/api/v1/alerts/{id}/ack", post(alerts::ack))
+        .route("/api/v1/cards/unbound", get(cards::unbound))
+        .route(
+            "/api/v1/cards/bind",
+            post(cards::bind).layer(DefaultBodyLimit::max(cards::BODY_LIMIT)),
+        )
+        .route(
+            "/api/v1/cards/revoke",
+            post(cards::revoke).layer(DefaultBodyLimit::max(cards::BODY_LIMIT)),
+        )
+        .route("/api/v1/cards/changes", get(cards::changes))
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/openapi.json", get(crate::openapi::serve))

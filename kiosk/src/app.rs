@@ -127,6 +127,7 @@ impl App {
                 time_zone: k.time_zone_name.clone(),
                 data_dir: k.data_dir.clone(),
                 reader_patterns: pcsc_patterns(&config),
+                privacy_notice_version: config.reception.privacy_notice_version.clone(),
             }),
             db,
             board,

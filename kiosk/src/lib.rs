@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod api;
 pub mod app;
+pub mod cards;
 pub mod cli;
 pub mod devices;
 pub mod handheld;

@@ -14,6 +14,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::alerts;
 use crate::api::{self, ErrorBody};
+use crate::cards::{self, BindBody, RevokeBody};
 use crate::handheld::{self, PostBody};
 use crate::rotation;
 
@@ -37,11 +38,15 @@ use crate::rotation;
         alerts::consultant_events,
         alerts::list_alerts,
         alerts::ack,
+        cards::unbound,
+        cards::bind,
+        cards::revoke,
+        cards::changes,
         api::status,
         api::metrics_text,
         serve
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, cards::NewCustomerBody)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -74,25 +79,15 @@ impl PartialSchema for VisitPost {
         let RefOr::T(Schema::Object(base)) = PostBody::schema() else {
             unreachable!("PostBody derives an object schema")
         };
-        let shape = |given: &str, absent: &str, description: &str| {
-            let mut shape = base.clone();
-            shape.description = Some(description.to_owned());
-            // The given field must be there and be a string; the other may only be null.
-            if let Some(RefOr::T(Schema::Object(field))) = shape.properties.get_mut(given) {
-                field.schema_type = SchemaType::new(Type::String);
-            }
-            shape.required.push(given.to_owned());
-            shape.properties.insert(
-                absent.to_owned(),
-                ObjectBuilder::new().schema_type(Type::Null).into(),
-            );
-            // deny_unknown_fields.
-            shape.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
-            Schema::Object(shape)
-        };
         OneOfBuilder::new()
-            .item(shape("card", "customer_id", "A card read by the handheld"))
-            .item(shape(
+            .item(exclusive(
+                &base,
+                "card",
+                "customer_id",
+                "A card read by the handheld",
+            ))
+            .item(exclusive(
+                &base,
                 "customer_id",
                 "card",
                 "A customer chosen on the handheld",
@@ -101,9 +96,119 @@ impl PartialSchema for VisitPost {
     }
 }
 
+/// One shape of a body that takes exactly one of two fields: `given` must be there (and
+/// not null), `absent` may only be null, and no other field is allowed (deny_unknown_fields).
+fn exclusive(
+    base: &utoipa::openapi::schema::Object,
+    given: &str,
+    absent: &str,
+    description: &str,
+) -> Schema {
+    let mut shape = base.clone();
+    shape.description = Some(description.to_owned());
+    // The given field loses an Option's null: `[T, null]`, or a `oneOf` of null and a reference.
+    match shape.properties.get_mut(given) {
+        Some(RefOr::T(Schema::Object(field))) => {
+            if let SchemaType::Array(types) = &field.schema_type {
+                let types: Vec<&Type> = types.iter().filter(|t| **t != Type::Null).collect();
+                if let [single] = types.as_slice() {
+                    field.schema_type = SchemaType::new((*single).clone());
+                }
+            }
+        }
+        Some(field @ RefOr::T(Schema::OneOf(_))) => {
+            let RefOr::T(Schema::OneOf(one_of)) = &*field else {
+                unreachable!("matched above")
+            };
+            let is_null = |item: &RefOr<Schema>| matches!(item, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::new(Type::Null));
+            let rest: Vec<&RefOr<Schema>> = one_of.items.iter().filter(|i| !is_null(i)).collect();
+            if let [single] = rest.as_slice() {
+                *field = (*single).clone();
+            }
+        }
+        _ => {}
+    }
+    shape.required.push(given.to_owned());
+    shape.properties.insert(
+        absent.to_owned(),
+        ObjectBuilder::new().schema_type(Type::Null).into(),
+    );
+    shape.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+    Schema::Object(shape)
+}
+
 impl ToSchema for VisitPost {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("VisitPost")
+    }
+}
+
+/// The binding's request body: [`BindBody`]'s fields in the two shapes
+/// `cards::parse_bind` takes, an existing customer or a new walk-in, never both.
+pub(crate) struct CardBindPost;
+
+/// The card token's pattern, written once on the handheld's body and given to every
+/// body that carries a card, so a fuzzer makes tokens the kiosk can read.
+fn with_card_pattern(mut body: utoipa::openapi::schema::Object) -> utoipa::openapi::schema::Object {
+    let RefOr::T(Schema::Object(post)) = PostBody::schema() else {
+        unreachable!("PostBody derives an object schema")
+    };
+    let pattern = match post.properties.get("card") {
+        Some(RefOr::T(Schema::Object(card))) => card.pattern.clone(),
+        _ => None,
+    };
+    if let Some(RefOr::T(Schema::Object(card))) = body.properties.get_mut("card") {
+        card.pattern = pattern;
+    }
+    body
+}
+
+impl PartialSchema for CardBindPost {
+    fn schema() -> RefOr<Schema> {
+        let RefOr::T(Schema::Object(base)) = BindBody::schema() else {
+            unreachable!("BindBody derives an object schema")
+        };
+        let base = with_card_pattern(base);
+        OneOfBuilder::new()
+            .item(exclusive(
+                &base,
+                "customer_id",
+                "new_customer",
+                "A card for a customer of the roster",
+            ))
+            .item(exclusive(
+                &base,
+                "new_customer",
+                "customer_id",
+                "A card for a walk-in registered now",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for CardBindPost {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("CardBindPost")
+    }
+}
+
+/// The revocation's request body: [`RevokeBody`] with the card token's pattern.
+pub(crate) struct CardRevokePost;
+
+impl PartialSchema for CardRevokePost {
+    fn schema() -> RefOr<Schema> {
+        let RefOr::T(Schema::Object(base)) = RevokeBody::schema() else {
+            unreachable!("RevokeBody derives an object schema")
+        };
+        let mut body = with_card_pattern(base);
+        body.description = Some("A card to revoke, and why".to_owned());
+        Schema::Object(body).into()
+    }
+}
+
+impl ToSchema for CardRevokePost {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("CardRevokePost")
     }
 }
 
@@ -167,6 +272,41 @@ mod tests {
         assert_eq!(described, routed, "api::ROUTES and the document disagree");
     }
 
+    /// Schemas built by hand (the request bodies' one-of shapes) name their nested types
+    /// by reference; each must be among the document's components.
+    #[test]
+    fn openapi_references_all_resolve() {
+        fn refs(value: &serde_json::Value, found: &mut BTreeSet<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (key, v) in map {
+                        match v {
+                            serde_json::Value::String(r) if key == "$ref" => {
+                                found.insert(r.clone());
+                            }
+                            _ => refs(v, found),
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
+                _ => {}
+            }
+        }
+        let doc: serde_json::Value = serde_json::from_str(document()).expect("JSON");
+        let mut found = BTreeSet::new();
+        refs(&doc, &mut found);
+        assert!(!found.is_empty(), "the document has references");
+        for r in found {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("an unexpected reference {r}"));
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "{r} is not among the components; list it in `components(schemas(...))`"
+            );
+        }
+    }
+
     #[test]
     fn openapi_snapshot_is_current() {
         let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
@@ -206,6 +346,7 @@ mod tests {
                 time_zone: "Asia/Shanghai".into(),
                 data_dir: dir.path().to_owned(),
                 reader_patterns: Vec::new(),
+                privacy_notice_version: "1".into(),
             }),
             db,
             board: Board::default(),

@@ -384,7 +384,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
 
 /// A family name: 1–2 Chinese characters (欧阳, 司马), or one Latin word for pinyin or
 /// foreign names. Anything longer is probably a full name, which the kiosk must not hold.
-fn valid_surname(s: &str) -> bool {
+pub(crate) fn valid_surname(s: &str) -> bool {
     let n = s.chars().count();
     let cjk =
         |c: char| ('\u{4E00}'..='\u{9FFF}').contains(&c) || ('\u{3400}'..='\u{4DBF}').contains(&c);

@@ -174,15 +174,26 @@ CREATE TABLE IF NOT EXISTS broker_registrations (
 
 -- Cards bound or revoked at this kiosk (发卡, 挂失), each also an outbox record; `seq`
 -- is that record's, so the console can show the hub's verdict from `quarantine`.
+-- `body_hash` makes a retried request (same id) find its answer; `replaced` is the
+-- card's row before a binding (JSON), put back if the hub rejects the binding.
 CREATE TABLE IF NOT EXISTS card_changes (
-    id          TEXT PRIMARY KEY,
-    seq         INTEGER NOT NULL UNIQUE,
-    op          TEXT NOT NULL CHECK (op IN ('bind', 'revoke')),
-    card        TEXT NOT NULL,
-    customer_id TEXT,
-    by_device   TEXT NOT NULL,
-    at          TEXT NOT NULL
+    id            TEXT PRIMARY KEY,
+    seq           INTEGER NOT NULL UNIQUE,
+    op            TEXT NOT NULL CHECK (op IN ('bind', 'revoke')),
+    card          TEXT NOT NULL,
+    customer_id   TEXT,
+    by_device     TEXT NOT NULL,
+    at            TEXT NOT NULL,
+    body_hash     TEXT NOT NULL,
+    consultant_id TEXT,
+    note          TEXT,
+    replaced      TEXT
 ) STRICT;
+CREATE INDEX IF NOT EXISTS card_changes_by_card ON card_changes (card, seq);
+
+-- Unknown cards are what staff bind at the desk: the console lists them without
+-- reading every visit.
+CREATE INDEX IF NOT EXISTS visits_unknown_cards ON visits (card) WHERE outcome = 'unknown';
 
 -- Alerts to consultants' handhelds, kept until acknowledged so a restart neither loses
 -- nor repeats an escalation. `kind`: welcome (the receiving consultant), owner (their

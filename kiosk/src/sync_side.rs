@@ -348,8 +348,9 @@ fn settle(
     Ok(())
 }
 
-/// Copies the rejected lines' outbox rows into quarantine. Items are positional: item
-/// i answers line i, which is row `first_seq + i`.
+/// Copies the rejected lines' outbox rows into quarantine, undoing rejected card
+/// bindings (`cards::revert_rejected`). Items are positional: item i answers line i,
+/// which is row `first_seq + i`.
 fn quarantine(
     tx: &Connection,
     batch: &FrozenBatch,
@@ -393,7 +394,12 @@ fn quarantine(
             .as_deref()
             .unwrap_or("rejected; the hub gave no reason");
         tracing::debug!(seq, record = %record_id, kind = %kind, reason, "quarantined");
-        insert.execute(params![seq, record_id, kind, body, reason, at])?;
+        let new = insert.execute(params![seq, record_id, kind, body, reason, at])? == 1;
+        // A rejected binding's local effect goes in the same transaction, once: the card
+        // must not greet a customer the hub refused it for.
+        if new && kind == "card_binding" {
+            crate::cards::revert_rejected(tx, body)?;
+        }
         rejected += 1;
         first.get_or_insert((*seq, reason));
     }

@@ -1,10 +1,10 @@
-//! The OpenAPI document against the real daemon: schemathesis fuzzes every operation for a bounded number of examples, with a real device token.
+//! The OpenAPI document against the real daemon: schemathesis fuzzes every operation for a bounded number of examples, with a real staff device token.
 
 use std::process::Command;
 
 use kiosk_tests::kiosk::KioskDir;
 
-use crate::devices::add_device;
+use crate::devices::add_staff_device;
 use crate::{BIN, ROSTER};
 
 /// Examples per operation: enough to find a 5xx or a schema mismatch, bounded for CI.
@@ -26,7 +26,8 @@ fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let token = add_device(&dir, "fuzzer");
+    // A staff device may do all a handheld may, and also read visits and issue cards.
+    let token = add_staff_device(&dir, "fuzzer");
     let kiosk = dir.start();
     let config = concat!(
         env!("CARGO_MANIFEST_DIR"),
