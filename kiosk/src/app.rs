@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, ApiState, Board, Greeting, KioskInfo, PublicEvent};
+use crate::console::ScreenSettings;
 use crate::handheld::{RATE_BURST, RATE_PER_SECOND, RateLimiter};
 use crate::store::{Identity, ReadDb, Store, StoreError, TapInput, Writer};
 use crate::sync_side::SyncSide;
@@ -61,6 +62,10 @@ impl App {
         })
         .await
         .context("the store's opening task failed")??;
+        let screen_cfg = config.screen.clone();
+        let screen = tokio::task::spawn_blocking(move || ScreenSettings::load(&screen_cfg))
+            .await
+            .context("reading the screen's logo failed")??;
         let (writer, writer_thread) =
             Writer::spawn(store).context("cannot start the store's writer thread")?;
         let listener = TcpListener::bind(k.listen).await.with_context(|| {
@@ -118,6 +123,7 @@ impl App {
                 time_zone: k.time_zone_name.clone(),
                 data_dir: k.data_dir.clone(),
                 reader_patterns: pcsc_patterns(&config),
+                screen,
             }),
             db,
             board,

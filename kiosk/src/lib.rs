@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod console;
 pub mod devices;
 pub mod handheld;
 pub mod hub_cli;

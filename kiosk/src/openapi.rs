@@ -14,6 +14,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::alerts;
 use crate::api::{self, ErrorBody};
+use crate::console;
 use crate::handheld::{self, PostBody};
 use crate::rotation;
 
@@ -38,7 +39,13 @@ use crate::rotation;
         alerts::ack,
         api::status,
         api::metrics_text,
-        serve
+        serve,
+        console::console,
+        console::screen_settings,
+        console::stats,
+        console::visits_csv,
+        console::consultants,
+        console::system
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth)
@@ -205,6 +212,7 @@ mod tests {
                 time_zone: "Asia/Shanghai".into(),
                 data_dir: dir.path().to_owned(),
                 reader_patterns: Vec::new(),
+                screen: crate::console::ScreenSettings::defaults(),
             }),
             db,
             board: Board::default(),
