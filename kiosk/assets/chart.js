@@ -27,7 +27,7 @@ const SvgChart = (() => {
   function bars(container, { labels, series, stacked = true, height = 200, labelEvery = 1, title = "" }) {
     const W = 640;
     const H = height;
-    const pad = { left: 36, right: 8, top: 10, bottom: 24 };
+    const pad = { left: 40, right: 8, top: 12, bottom: 30 };
     const plotH = H - pad.top - pad.bottom;
     const totals = labels.map((_, i) => (stacked
       ? series.reduce((sum, s) => sum + (s.values[i] || 0), 0)
@@ -43,7 +43,7 @@ const SvgChart = (() => {
     const y = (v) => pad.top + plotH * (1 - v / top);
     for (let v = 0; v <= top; v += step) {
       svg.append(node("line", { x1: pad.left, x2: W - pad.right, y1: y(v), y2: y(v), class: v === 0 ? "axis-line" : "grid" }));
-      svg.append(node("text", { x: pad.left - 6, y: y(v) + 4, class: "tick", "text-anchor": "end" }, v));
+      svg.append(node("text", { x: pad.left - 8, y: y(v) + 6, class: "tick", "text-anchor": "end" }, v));
     }
     const band = (W - pad.left - pad.right) / Math.max(1, labels.length);
     const gap = Math.min(band * 0.25, 10);
@@ -65,12 +65,12 @@ const SvgChart = (() => {
           x = x0 + j * w;
           top0 = y(v);
         }
-        const rect = node("rect", { x, y: top0, width: Math.max(1, w - (stacked ? 0 : 1)), height: Math.max(0, y(0) - top0 - (stacked ? 0 : 0)), class: `bar ${s.cls || ""}`, rx: 2 });
+        const rect = node("rect", { x, y: top0, width: Math.max(1, stacked ? w : w - 1), height: Math.max(0, y(0) - y(v)), class: `bar ${s.cls || ""}`, rx: 2 });
         rect.append(node("title", {}, `${label} · ${s.name}: ${v}`));
         svg.append(rect);
       });
       if (i % labelEvery === 0) {
-        svg.append(node("text", { x: x0 + width / 2, y: H - 7, class: "tick", "text-anchor": "middle" }, label));
+        svg.append(node("text", { x: x0 + width / 2, y: H - 6, class: "tick", "text-anchor": "middle" }, label));
       }
     });
     const legend = document.createElement("div");

@@ -300,7 +300,9 @@
     const off = [...state.consultants.entries()].filter(([id]) => !ids.includes(id));
     const select = $("checkin-select");
     const keep = select.value;
-    select.replaceChildren(...off.map(([id, name]) => el("option", { value: id }, `${name} (${id})`)));
+    select.replaceChildren(...(off.length
+      ? off.map(([id, name]) => el("option", { value: id }, `${name} (${id})`))
+      : [el("option", { value: "" }, "全员已签到 · All on duty")]));
     if (off.some(([id]) => id === keep)) select.value = keep;
     select.disabled = off.length === 0;
     $("checkin-form").querySelector("button").disabled = off.length === 0;

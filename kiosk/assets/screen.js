@@ -115,6 +115,7 @@
     const [zh, en] = pick(c.tier ? TIERS[c.tier] || TIERS.normal : c.note);
     badge.className = c.tier ? `tier ${c.tier}` : "tier note";
     text(badge, en ? `${zh} · ${en}` : zh);
+    fit(badge);
     const bar = $("g-progress");
     bar.classList.remove("run");
     void bar.offsetWidth; // restarts the drain animation for a greeting replacing another

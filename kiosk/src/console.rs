@@ -783,8 +783,10 @@ async fn system(State(s): State<ApiState>, headers: HeaderMap) -> Result<Respons
             })
             .map(|m| m.len())
             .sum();
+        // Block counts are u32 on some 32-bit boards, u64 elsewhere.
+        #[allow(clippy::useless_conversion)]
         let disk = nix::sys::statvfs::statvfs(&dir).ok().map(|v| {
-            let unit = v.fragment_size();
+            let unit = u64::from(v.fragment_size());
             (
                 u64::from(v.blocks()) * unit,
                 u64::from(v.blocks_available()) * unit,
@@ -830,6 +832,86 @@ mod tests {
             csv_cell(&mut out, cell);
             assert_eq!(out, want, "{cell:?}");
         }
+    }
+
+    /// Hours are office hours (Shanghai), the 30 days end at the day asked, and only
+    /// counted visits count.
+    #[test]
+    fn stats_count_a_day_by_office_hour_and_the_30_days_before() {
+        use crate::store::{Identity, Store, TapInput};
+        use kiosk_device::CardToken;
+        let dir = tempfile::tempdir().expect("dir");
+        let tz = jiff::tz::TimeZone::get("Asia/Shanghai").expect("tz");
+        let mut store = Store::open(
+            dir.path(),
+            Identity {
+                kiosk_id: "k1".into(),
+                office_id: "o1".into(),
+                time_zone: tz.clone(),
+            },
+        )
+        .expect("store");
+        let roster = crate::roster::parse_csv(
+            "card,customer_id,surname,title,tier,card_status,consultant_id,consultant_name\n\
+             nfc:04A1B2C3,C1,张,mr,gold,active,E01,李娜\n\
+             nfc:04A1B2C4,C2,王,ms,silver,active,,\n"
+                .as_bytes(),
+        )
+        .expect("roster");
+        store.import_roster(&roster).expect("import");
+        for (card, at) in [
+            ("nfc:04A1B2C3", "2026-11-01T03:00:00Z"), // C1's first visit, 11:00 on 11-01
+            ("nfc:04A1B2C3", "2026-11-22T16:30:00Z"), // 00:30 on 11-23: a revisit
+            ("nfc:04A1B2C4", "2026-11-23T02:10:00Z"), // 10:10 on 11-23: a first visit
+            ("nfc:04A1B2C4", "2026-11-23T03:00:00Z"), // the same day again: not counted
+            ("nfc:04FFFFFF", "2026-11-23T04:00:00Z"), // unknown
+        ] {
+            store
+                .record_tap(&TapInput {
+                    source: "front".into(),
+                    token: CardToken::parse(card).expect("token"),
+                    device_time: at.parse().expect("time"),
+                })
+                .expect("tap");
+        }
+        drop(store);
+        let conn = crate::store::open(dir.path()).expect("open");
+        let day: jiff::civil::Date = "2026-11-23".parse().expect("day");
+        let first_day: jiff::civil::Date = "2026-10-25".parse().expect("day");
+        let stats = read_stats(&conn, day, first_day, &tz).expect("stats");
+        assert_eq!(
+            (
+                stats.visits,
+                stats.first,
+                stats.revisit,
+                stats.unknown,
+                stats.denied
+            ),
+            (2, 1, 1, 1, 0)
+        );
+        let hours: Vec<(usize, u64)> = stats
+            .by_hour
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(h, n)| (h, *n))
+            .collect();
+        assert_eq!(hours, [(0, 1), (10, 1)]);
+        let consultants: Vec<(Option<&str>, u64)> = stats
+            .by_consultant
+            .iter()
+            .map(|c| (c.consultant_id.as_deref(), c.visits))
+            .collect();
+        assert_eq!(consultants, [(None, 1), (Some("E01"), 1)]);
+        assert_eq!(stats.days.len(), 30);
+        assert_eq!(stats.days[0].day, "2026-10-25");
+        let busy: Vec<(&str, u64, u64)> = stats
+            .days
+            .iter()
+            .filter(|d| d.first + d.revisit > 0)
+            .map(|d| (d.day.as_str(), d.first, d.revisit))
+            .collect();
+        assert_eq!(busy, [("2026-11-01", 1, 0), ("2026-11-23", 1, 1)]);
     }
 
     #[test]

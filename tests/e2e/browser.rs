@@ -396,6 +396,7 @@ async fn the_console_shows_visits_live_and_moves_the_rotation() {
     )
     .await;
     page.fill("#search", "").await;
+    page.eval("document.activeElement.blur()").await;
     // The hour chart drew a bar.
     assert_eq!(
         page.eval("document.querySelectorAll('#chart-hours rect.bar').length")
