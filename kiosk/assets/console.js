@@ -360,15 +360,23 @@
       return el("li", { dataset: { id: a.id } },
         el("span", { class: "main" },
           `${consultantName(a.consultant_id)} · ${who} `, tierChip(a.tier),
-          el("span", { class: "sub" }, `${at(a.at || a.created_at)} · ${a.reason || a.kind || ""}`)),
+          el("span", { class: "sub" }, `${at(a.at || a.created_at)} · ${ALERT_REASONS[a.reason] || a.reason || a.kind || ""}`)),
         el("button", { type: "button", class: "small", onclick: () => ack(a.id) }, "确认 Ack"));
     });
     $("alerts").replaceChildren(...items);
     $("alerts-empty").hidden = items.length > 0;
   }
 
+  const ALERT_REASONS = {
+    welcome: "接待 Welcome",
+    owner: "客户到访（代接）Owner",
+    manager: "金卡到访 Manager",
+    unassigned: "无人接待 Unassigned",
+    escalation: "超时升级 Escalation",
+  };
+
   async function ack(id) {
-    await api(`/api/v1/alerts/${encodeURIComponent(id)}/ack`, { method: "POST", body: {} });
+    await api(`/api/v1/alerts/${encodeURIComponent(id)}/ack`, { method: "POST" });
     loadAlerts();
   }
 
