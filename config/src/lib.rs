@@ -82,7 +82,7 @@ pub struct WebhookConfig {
     pub format: WebhookFormat,
     /// Signs each body (HMAC-SHA256) when set.
     pub secret: Option<WebhookSecret>,
-    /// The event kinds sent; `welcome` is the only one so far.
+    /// The alert reasons sent (`welcome` when the key is absent).
     pub events: Vec<WebhookEvent>,
 }
 
@@ -143,18 +143,43 @@ impl WebhookFormat {
     }
 }
 
-/// What a webhook is sent.
+/// What a webhook is sent: one event per alert reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookEvent {
-    /// A new welcome of a customer with a consultant.
+    /// A new welcome, to the consultant receiving the visitor.
     Welcome,
+    /// To an off-duty owner whose customer a stand-in received.
+    Owner,
+    /// To the manager, for a gold member.
+    Manager,
+    /// To the manager, when nobody received the visitor.
+    Unassigned,
+    /// To the next consultant and the manager, when a welcome went unacknowledged.
+    Escalation,
 }
 
 impl WebhookEvent {
+    /// Every event, in the order the docs list them.
+    pub const ALL: [WebhookEvent; 5] = [
+        WebhookEvent::Welcome,
+        WebhookEvent::Owner,
+        WebhookEvent::Manager,
+        WebhookEvent::Unassigned,
+        WebhookEvent::Escalation,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             WebhookEvent::Welcome => "welcome",
+            WebhookEvent::Owner => "owner",
+            WebhookEvent::Manager => "manager",
+            WebhookEvent::Unassigned => "unassigned",
+            WebhookEvent::Escalation => "escalation",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<WebhookEvent> {
+        WebhookEvent::ALL.into_iter().find(|e| e.as_str() == text)
     }
 }
 
@@ -693,12 +718,19 @@ fn parse_webhook(mut s: Section<'_>, base_dir: &Path, p: &mut Problems) -> Optio
             let mut ok = true;
             for (i, item) in items.iter().enumerate() {
                 match item.as_str() {
-                    Some("welcome") => events.push(WebhookEvent::Welcome),
+                    Some(name) if WebhookEvent::parse(name).is_some() => {
+                        events.extend(WebhookEvent::parse(name));
+                    }
                     Some(other) => {
                         ok = false;
                         p.push(
                             format!("{}[{i}]", s.key("events")),
-                            format!("unknown event {other:?}; the only event is \"welcome\""),
+                            format!(
+                                "unknown event {other:?}; write one of {}",
+                                WebhookEvent::ALL
+                                    .map(|e| format!("{:?}", e.as_str()))
+                                    .join(", ")
+                            ),
                         );
                     }
                     None => {
@@ -1612,7 +1644,8 @@ same_card_cooldown = "5s"
         let text = "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n\
             [[notify.webhook]]\nurl='https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc'\nformat='wecom'\nsecret='s3cret'\n\
             [[notify.webhook]]\nurl='http://10.0.0.5:8080/hook'\nsecret_file='hook.secret'\nevents=['welcome']\n\
-            [[notify.webhook]]\nurl='https://oapi.dingtalk.com/robot/send?access_token=t'\nformat='dingtalk'\n";
+            [[notify.webhook]]\nurl='https://oapi.dingtalk.com/robot/send?access_token=t'\nformat='dingtalk'\n\
+            events=['escalation','welcome','owner','manager','unassigned']\n";
         let cfg = Config::parse(text, Path::new("/etc/kiosk")).expect("valid");
         assert_eq!(
             cfg.webhooks,
@@ -1633,7 +1666,13 @@ same_card_cooldown = "5s"
                     url: "https://oapi.dingtalk.com/robot/send?access_token=t".into(),
                     format: WebhookFormat::Dingtalk,
                     secret: None,
-                    events: vec![WebhookEvent::Welcome],
+                    events: vec![
+                        WebhookEvent::Escalation,
+                        WebhookEvent::Welcome,
+                        WebhookEvent::Owner,
+                        WebhookEvent::Manager,
+                        WebhookEvent::Unassigned,
+                    ],
                 },
             ]
         );
@@ -1678,10 +1717,60 @@ same_card_cooldown = "5s"
         );
     }
 
+    #[test]
+    fn reception_keys_are_read_and_default() {
+        let text = "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n\
+            [reception]\nprotection_visit='30d'\nprotection_phone='3d'\nprotection_broker_report='20d'\n\
+            manager='M01'\nescalate_after='90s'\nprivacy_notice_version='2026-11'\n";
+        let cfg = Config::parse(text, Path::new("/")).expect("valid");
+        let r = &cfg.reception;
+        assert_eq!(r.protection_visit, Duration::from_secs(30 * 86_400));
+        assert_eq!(r.protection_phone, Duration::from_secs(3 * 86_400));
+        assert_eq!(r.protection_broker_report, Duration::from_secs(20 * 86_400));
+        assert_eq!(r.manager.as_ref().map(Ident::as_str), Some("M01"));
+        assert_eq!(r.escalate_after, Duration::from_secs(90));
+        assert_eq!(r.privacy_notice_version, "2026-11");
+        assert_eq!(r.same_card_cooldown, DEFAULT_SAME_CARD_COOLDOWN);
+
+        let bare = "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[reception]\n";
+        let cfg = Config::parse(bare, Path::new("/")).expect("valid");
+        let d = ReceptionConfig::defaults();
+        let r = &cfg.reception;
+        assert_eq!(
+            (
+                r.protection_visit,
+                r.protection_phone,
+                r.protection_broker_report
+            ),
+            (
+                d.protection_visit,
+                d.protection_phone,
+                d.protection_broker_report
+            )
+        );
+        assert_eq!(r.protection_phone, Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            (r.manager.clone(), r.escalate_after),
+            (None, DEFAULT_ESCALATE_AFTER)
+        );
+        assert_eq!(r.privacy_notice_version, DEFAULT_PRIVACY_NOTICE_VERSION);
+    }
+
     /// Each case: a file, then every problem expected as `path: message fragment`.
     #[test]
     fn every_problem_is_reported_with_its_key_path() {
         let cases: &[(&str, &[&str])] = &[
+            (
+                "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[reception]\nprotection_visit='15'\nprotection_phone='0s'\nmanager='li na'\nescalate_after='2h'\nprivacy_notice_version=''\nprotection='7d'\n",
+                &[
+                    "reception.protection_visit: \"15\" has a number without a unit",
+                    "reception.protection_phone: \"0s\" is outside 1m to",
+                    "reception.manager: \"li na\" is not a valid id",
+                    "reception.escalate_after: \"2h\" is outside 1s to 1h",
+                    "reception.privacy_notice_version: \"\" must be 1 to 64 characters",
+                    "reception.protection: unknown key",
+                ],
+            ),
             ("", &["kiosk: section [kiosk] is missing"]),
             (
                 "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[screen]\nlanguage='fr'\nlogo='logo.gif'\ngreeting_duration='1s'\ncolour='red'\n",
@@ -1766,7 +1855,7 @@ same_card_cooldown = "5s"
                     "notify.webhook[0].url: is missing; add url = ",
                     "notify.webhook[0].format: unknown format \"slack\"; write one of \"generic\", \"wecom\", \"dingtalk\"",
                     "notify.webhook[0].secret: give either secret or secret_file, not both",
-                    "notify.webhook[0].events[1]: unknown event \"farewell\"; the only event is \"welcome\"",
+                    "notify.webhook[0].events[1]: unknown event \"farewell\"; write one of \"welcome\", \"owner\", \"manager\", \"unassigned\", \"escalation\"",
                     "notify.webhook[0].events[2]: must be a string in quotes, found integer",
                     "notify.webhook[1].url: is not an http:// or https:// URL",
                     "notify.webhook[1].secret: is empty",

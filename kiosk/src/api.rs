@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use kiosk_device::{ReaderKind, ReaderUpdate};
 
-use crate::alerts::{self, Alert, Alerts};
+use crate::alerts::{self, Alerts};
 use crate::handheld::{self, RateLimiter};
 use crate::rotation;
 use crate::store::{ReadDb, Recorded, StoreError, VisitView, Writer};
@@ -47,7 +47,7 @@ pub struct ApiState {
     pub sync_wake: Option<Arc<Notify>>,
     /// Per-device rate limit of handheld posts.
     pub limiter: Arc<RateLimiter>,
-    /// Alerts to consultants' handhelds, kept in memory, on a channel of their own.
+    /// Alerts to consultants' handhelds: kept in the store, sent on a channel of their own.
     pub alerts: Arc<Alerts>,
     /// `[[notify.webhook]]` receivers, when any are configured.
     pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
@@ -55,8 +55,8 @@ pub struct ApiState {
 
 impl ApiState {
     /// What follows every committed visit, a tap at a reader or a handheld's post alike:
-    /// the push loop may send it now, the screen greets, and a new welcome alerts the
-    /// customer's consultant.
+    /// the push loop may send it now, the screen greets, and a new counted visit alerts
+    /// whoever must hear of it (`alerts::recipients`).
     pub fn visit_committed(
         &self,
         visit: &VisitView,
@@ -78,14 +78,10 @@ impl ApiState {
         let greeting = Greeting::from_visit(visit, repeat, source, at);
         // No subscriber is fine: the screen may not be open.
         let _ = self.events.send(PublicEvent::Greeting(greeting.clone()));
-        if let Some(alert) = Alert::for_visit(visit, repeat, source, at) {
-            // After the commit and the greeting: queued without waiting (see webhooks).
-            if let Some(hooks) = &self.webhooks {
-                let name = visit.consultant.as_ref().map(|c| c.name.as_str());
-                hooks.enqueue(&self.writer, &alert, name);
-            }
-            self.alerts.raise(alert);
-        }
+        // After the commit and the greeting: stored (with their webhook rows) and sent
+        // by the writer thread, without waiting.
+        let alerts = self.alerts.for_visit(visit, repeat, source, at);
+        self.alerts.raise(&self.writer, alerts);
         greeting
     }
 }
@@ -397,6 +393,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/rotation/free", "post"),
     ("/api/v1/rotation/reorder", "post"),
     ("/api/v1/consultants/{id}/events", "get"),
+    ("/api/v1/alerts", "get"),
     ("/api/v1/alerts/{id}/ack", "post"),
     ("/api/v1/status", "get"),
     ("/metrics", "get"),
@@ -437,6 +434,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/consultants/{id}/events",
             get(alerts::consultant_events),
         )
+        .route("/api/v1/alerts", get(alerts::list_alerts))
         .route("/api/v1/alerts/{id}/ack", post(alerts::ack))
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics_text))

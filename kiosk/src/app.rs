@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alerts::{Alerts, Policy, WallClock};
 use crate::api::{self, ApiState, Board, Greeting, KioskInfo, PublicEvent};
 use crate::console::ScreenSettings;
 use crate::handheld::{RATE_BURST, RATE_PER_SECOND, RateLimiter};
@@ -106,6 +107,14 @@ impl App {
                 k.time_zone.clone(),
             )))
         };
+        let alerts = Arc::new(Alerts::new(
+            Policy {
+                manager: config.reception.manager.as_ref().map(ToString::to_string),
+                escalate_after: config.reception.escalate_after,
+            },
+            Arc::new(WallClock),
+            webhooks.clone(),
+        ));
         // Before any task counts anything: the recorder must exist first.
         kiosk_sync::telemetry::prometheus();
         let (events, _) = broadcast::channel(256);
@@ -133,7 +142,7 @@ impl App {
             writer: writer.clone(),
             sync_wake: sync.as_ref().map(SyncClient::waker),
             limiter: Arc::new(RateLimiter::new(RATE_PER_SECOND, RATE_BURST)),
-            alerts: Default::default(),
+            alerts,
             webhooks,
         };
         Ok(App {
@@ -238,6 +247,19 @@ impl App {
             &stop,
             &failed,
             reception(rx, writer, state.clone(), stop.clone()),
+        );
+
+        // Ends only at shutdown (or when the writer is gone).
+        supervise(
+            &tasks,
+            "escalation",
+            &stop,
+            &failed,
+            state.alerts.clone().run_escalation(
+                state.writer.clone(),
+                state.db.clone(),
+                stop.clone(),
+            ),
         );
 
         if let Some(hooks) = state.webhooks.clone() {

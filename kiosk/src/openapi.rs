@@ -36,6 +36,7 @@ use crate::rotation;
         rotation::free,
         rotation::reorder,
         alerts::consultant_events,
+        alerts::list_alerts,
         alerts::ack,
         api::status,
         api::metrics_text,

@@ -1106,6 +1106,54 @@ impl Finish for Dropped {
     fn finish(self: Box<Self>, _: Result<(), &StoreError>) {}
 }
 
+/// A grouped job nobody waits on ([`Writer::submit_grouped`]): a [`GroupedCall`] whose
+/// answer goes to `then`, on the writer thread, once the group's commit is known.
+struct GroupedSubmit<F, R, T> {
+    call: GroupedCall<F, R>,
+    answer: oneshot::Receiver<Result<R, StoreError>>,
+    then: T,
+}
+
+struct SubmitDone<R, T> {
+    finish: Box<dyn Finish>,
+    answer: oneshot::Receiver<Result<R, StoreError>>,
+    then: T,
+}
+
+impl<F, R, T> GroupedJob for GroupedSubmit<F, R, T>
+where
+    F: FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
+    R: Send + 'static,
+    T: FnOnce(Result<R, StoreError>) + Send + 'static,
+{
+    fn run(self: Box<Self>, store: &mut Store) -> Box<dyn Finish> {
+        let GroupedSubmit { call, answer, then } = *self;
+        let finish = Box::new(call).run(store);
+        Box::new(SubmitDone {
+            finish,
+            answer,
+            then,
+        })
+    }
+
+    fn fail(self: Box<Self>, error: &StoreError) {
+        (self.then)(Err(group_error(error)));
+    }
+}
+
+impl<R: Send, T: FnOnce(Result<R, StoreError>) + Send> Finish for SubmitDone<R, T> {
+    fn finish(self: Box<Self>, commit: Result<(), &StoreError>) {
+        let SubmitDone {
+            finish,
+            mut answer,
+            then,
+        } = *self;
+        finish.finish(commit);
+        // A panicked job sent nothing: like a caller of `call_grouped`, `then` sees WriterGone.
+        then(answer.try_recv().unwrap_or(Err(StoreError::WriterGone)));
+    }
+}
+
 impl Writer {
     /// Moves `store` onto its own thread. The thread ends, after finishing every
     /// queued job, once the last `Writer` handle is dropped.
@@ -1167,6 +1215,27 @@ impl Writer {
     pub fn submit(&self, f: impl FnOnce(&mut Store) + Send + 'static) -> Result<(), StoreError> {
         self.jobs
             .send(Job::Alone(Box::new(f)))
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Queues `f` to run inside the writer's shared transaction like
+    /// [`Writer::call_grouped`], without waiting: `then` gets its result on the writer
+    /// thread once the group's commit is known (`Err` if it failed: nothing of `f` is
+    /// stored). For work nobody may wait on that should share a commit (alerts).
+    pub fn submit_grouped<R, F, T>(&self, f: F, then: T) -> Result<(), StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
+        T: FnOnce(Result<R, StoreError>) + Send + 'static,
+    {
+        let (tx, answer) = oneshot::channel();
+        let job = GroupedSubmit {
+            call: GroupedCall { f, tx },
+            answer,
+            then,
+        };
+        self.jobs
+            .send(Job::Grouped(Box::new(job)))
             .map_err(|_| StoreError::WriterGone)
     }
 
@@ -1679,6 +1748,58 @@ mod tests {
         assert_eq!(keys(dir.path()), ["job-a", "job-c"]);
         // The writer still works, and the next group is a new commit.
         assert_eq!(insert(&writer, "job-d").await.expect("d"), 1);
+        drop(writer);
+        thread.join().expect("writer thread");
+    }
+
+    /// A submitted grouped job shares the group's commit, and its `then` runs after that
+    /// commit (the row is visible to another connection) with its result; a failing one's
+    /// writes are rolled back and `then` gets the error.
+    #[tokio::test]
+    async fn submitted_grouped_jobs_share_the_commit_and_hear_after_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (writer, thread) = Writer::spawn(store(dir.path())).expect("writer");
+        let (release, held) = hold(&writer);
+        let a = insert(&writer, "job-a");
+        let (told, heard) = std_mpsc::channel();
+        let path = dir.path().to_owned();
+        let told_b = told.clone();
+        writer
+            .submit_grouped(
+                |s| {
+                    s.conn
+                        .execute("INSERT INTO meta (key, value) VALUES ('job-b', 'x')", [])?;
+                    Ok(s.group_commits)
+                },
+                move |result| {
+                    let _ = told_b.send((result.map_err(|e| e.to_string()), keys(&path)));
+                },
+            )
+            .expect("submit");
+        writer
+            .submit_grouped(
+                |s| {
+                    s.conn
+                        .execute("INSERT INTO meta (key, value) VALUES ('job-x', 'x')", [])?;
+                    s.conn.execute("INSERT INTO no_such_table VALUES (1)", [])?;
+                    Ok(0)
+                },
+                move |result| {
+                    let _ = told.send((result.map_err(|e| e.to_string()), Vec::new()));
+                },
+            )
+            .expect("submit");
+        let c = insert(&writer, "job-c");
+        release.send(()).expect("release");
+        held.await.expect("held");
+        let wait = std::time::Duration::from_secs(10);
+        let (b, seen) = heard.recv_timeout(wait).expect("then of b");
+        assert_eq!(b, Ok(0), "in the first group");
+        assert_eq!(seen, ["job-a", "job-b", "job-c"], "told after the commit");
+        let (x, _) = heard.recv_timeout(wait).expect("then of x");
+        assert!(x.expect_err("its SQL fails").contains("no_such_table"));
+        assert_eq!((a.await.expect("a"), c.await.expect("c")), (0, 0));
+        assert_eq!(keys(dir.path()), ["job-a", "job-b", "job-c"]);
         drop(writer);
         thread.join().expect("writer thread");
     }

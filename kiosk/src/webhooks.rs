@@ -1,12 +1,12 @@
-//! Webhooks (`[[notify.webhook]]`): every welcome alert is also posted to the configured
-//! receivers, in a generic JSON body or as a WeCom or DingTalk group robot's markdown
-//! message, signed with HMAC-SHA256 when a secret is set.
+//! Webhooks (`[[notify.webhook]]`): every alert whose reason a webhook's `events` lists
+//! (`welcome` by default) is also posted to it, in a generic JSON body or as a WeCom or
+//! DingTalk group robot's markdown message, signed with HMAC-SHA256 when a secret is set.
 //!
-//! Delivery is at least once, from the `webhook_queue` table: [`Webhooks::enqueue`] hands
-//! the rows to the writer thread without waiting (after the visit committed and the
-//! greeting was published, so neither waits on it), and [`Webhooks::run`] posts due rows.
-//! A crash between the visit's commit and that insert loses the notification, never the
-//! visit. A failed row is retried after `Backoff { 1 s, 10 min }` and blocks the later
+//! Delivery is at least once, from the `webhook_queue` table: the alerts module inserts
+//! [`Webhooks::rows`] in the transaction that stores the alert (on the writer thread, after
+//! the visit committed and the greeting was published, so neither waits on it), and
+//! [`Webhooks::run`] posts due rows. A crash between the visit's commit and that insert
+//! loses the notification, never the visit. A failed row is retried after `Backoff { 1 s, 10 min }` and blocks the later
 //! rows of the same webhook and consultant, so each consultant's notifications arrive
 //! in order.
 //!
@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::alerts::Alert;
+use crate::alerts::{Alert, Reason, StaffRef};
 use crate::store::{ReadDb, Writer};
 
 /// Retry delays of a failed delivery.
@@ -134,6 +134,14 @@ fn kind_zh(kind: &str) -> &str {
     }
 }
 
+/// A consultant as the robots' messages name them: name（id）, or the id alone.
+fn staff_zh(staff: &StaffRef) -> String {
+    match &staff.name {
+        Some(name) => format!("{name}（{}）", staff.id),
+        None => staff.id.clone(),
+    }
+}
+
 /// The body posted for `alert` in `format`. Masked like the alert: never a phone or full name.
 pub fn body(
     format: WebhookFormat,
@@ -146,16 +154,34 @@ pub fn body(
         None => alert.consultant_id.clone(),
     };
     let time = alert.at.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S");
-    let title = format!("客户到访：{}", alert.customer);
-    let text = format!(
-        "### {title}\n> 客户：**{}**（{}）\n> 到访：{}\n> 置业顾问：{consultant}\n> 时间：{time}\n> 来源：{}",
-        alert.customer,
+    let receiver = alert
+        .receiver
+        .as_ref()
+        .map_or_else(|| "无人接待".to_owned(), staff_zh);
+    let customer = &alert.customer;
+    let title = match alert.reason {
+        Reason::Welcome => format!("客户到访：{customer}"),
+        Reason::Owner => format!("您的客户到访：{customer}（{receiver} 代接待）"),
+        Reason::Manager => format!("{}到访：{customer}", tier_zh(&alert.tier)),
+        Reason::Unassigned => format!("客户到访无人接待：{customer}"),
+        Reason::Escalation => format!("到访提醒无人确认：{customer}"),
+    };
+    let mut text = format!(
+        "### {title}\n> 客户：**{customer}**（{}）\n> 到访：{}\n> 置业顾问：{consultant}",
         tier_zh(&alert.tier),
         kind_zh(&alert.kind),
-        alert.source
     );
+    if alert.reason != Reason::Welcome {
+        text.push_str(&format!("\n> 接待：{receiver}"));
+    }
+    if let Some(from) = &alert.escalated_from {
+        text.push_str(&format!("\n> 未确认：{}", staff_zh(from)));
+    }
+    text.push_str(&format!("\n> 时间：{time}\n> 来源：{}", alert.source));
     let value = match format {
-        WebhookFormat::Generic => serde_json::json!({"event": "welcome", "alert": alert}),
+        WebhookFormat::Generic => {
+            serde_json::json!({"event": alert.reason.as_str(), "alert": alert})
+        }
         WebhookFormat::Wecom => {
             serde_json::json!({"msgtype": "markdown", "markdown": {"content": text}})
         }
@@ -200,15 +226,15 @@ fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
 
-/// Inserts one row per `(hook, consultant, body)`, in one transaction.
+/// Inserts one row per `(hook, consultant, body)`, in the caller's transaction (the one
+/// that stores the alert).
 pub fn insert(
-    conn: &mut Connection,
+    conn: &Connection,
     rows: &[(i64, String, String)],
     now: jiff::Timestamp,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
     for (hook, consultant, body) in rows {
-        tx.execute(
+        conn.execute(
             "INSERT INTO webhook_queue (hook, consultant_id, body, created_at, attempts, next_at)
              VALUES (?1, ?2, ?3, ?4, 0, ?5)",
             params![
@@ -220,7 +246,7 @@ pub fn insert(
             ],
         )?;
     }
-    tx.commit()
+    Ok(())
 }
 
 /// The oldest pending row of every (webhook, consultant), oldest first.
@@ -305,14 +331,14 @@ impl Webhooks {
         }
     }
 
-    /// Queues `alert` for every webhook that wants welcomes, without waiting: the rows
-    /// are written by the writer thread after the jobs already queued, then the
-    /// delivery task is woken.
-    pub fn enqueue(&self, writer: &Writer, alert: &Alert, consultant_name: Option<&str>) {
-        let rows: Vec<(i64, String, String)> = self
-            .hooks
+    /// The queue rows `(hook, consultant, body)` of `alert` for every webhook whose
+    /// `events` lists its reason; `consultant_name` is the alerted consultant's. The
+    /// caller inserts them ([`insert`]) with the alert, then calls [`Webhooks::wake`].
+    pub fn rows(&self, alert: &Alert, consultant_name: Option<&str>) -> Vec<(i64, String, String)> {
+        let event = alert.reason.webhook_event();
+        self.hooks
             .iter()
-            .filter(|h| h.events.contains(&WebhookEvent::Welcome))
+            .filter(|h| h.events.contains(&event))
             .map(|h| {
                 (
                     h.key,
@@ -320,23 +346,12 @@ impl Webhooks {
                     body(h.format, alert, consultant_name, &self.time_zone),
                 )
             })
-            .collect();
-        if rows.is_empty() {
-            return;
-        }
-        let wake = self.wake.clone();
-        let alert_id = alert.id;
-        let sent = writer.submit(move |store| {
-            match insert(store.conn_mut(), &rows, jiff::Timestamp::now()) {
-                Ok(()) => wake.notify_one(),
-                Err(e) => {
-                    tracing::error!(alert = %alert_id, error = %e, "could not queue a webhook notification; it is lost, the visit is stored")
-                }
-            }
-        });
-        if sent.is_err() {
-            tracing::error!(alert = %alert_id, "the store's writer has stopped; a webhook notification is lost");
-        }
+            .collect()
+    }
+
+    /// Tells the delivery task that rows were queued.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Queue counts and problems for the status page.
@@ -521,6 +536,12 @@ mod tests {
             kind: "revisit".into(),
             source: "handheld:pda".into(),
             at: jiff::Timestamp::from_second(1_800_000_000).expect("time"),
+            reason: Reason::Welcome,
+            receiver: Some(StaffRef {
+                id: consultant.into(),
+                name: Some("李娜".into()),
+            }),
+            escalated_from: None,
         }
     }
 
@@ -561,6 +582,129 @@ mod tests {
             text.contains("置业顾问：E01") && text.contains("金卡会员"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn webhooks_bodies_say_why_and_name_who_receives() {
+        let staff = |id: &str, name: &str| {
+            Some(StaffRef {
+                id: id.into(),
+                name: Some(name.into()),
+            })
+        };
+        let robot = |a: &Alert| -> String {
+            let v: serde_json::Value =
+                serde_json::from_str(&body(WebhookFormat::Wecom, a, Some("周敏"), &tz()))
+                    .expect("json");
+            v["markdown"]["content"]
+                .as_str()
+                .expect("content")
+                .to_owned()
+        };
+        // (reason, receiver, escalated_from, parts of the robot's text)
+        let cases = [
+            (
+                Reason::Welcome,
+                staff("E01", "李娜"),
+                None,
+                vec!["### 客户到访：张先生"],
+            ),
+            (
+                Reason::Owner,
+                staff("E02", "陈晨"),
+                None,
+                vec![
+                    "### 您的客户到访：张先生（陈晨（E02） 代接待）",
+                    "> 接待：陈晨（E02）",
+                ],
+            ),
+            (
+                Reason::Manager,
+                staff("E01", "李娜"),
+                None,
+                vec!["### 金卡会员到访：张先生", "> 接待：李娜（E01）"],
+            ),
+            (
+                Reason::Unassigned,
+                None,
+                None,
+                vec!["### 客户到访无人接待：张先生", "> 接待：无人接待"],
+            ),
+            (
+                Reason::Escalation,
+                staff("E02", "陈晨"),
+                staff("E01", "李娜"),
+                vec![
+                    "### 到访提醒无人确认：张先生",
+                    "> 接待：陈晨（E02）",
+                    "> 未确认：李娜（E01）",
+                ],
+            ),
+        ];
+        for (reason, receiver, escalated_from, parts) in cases {
+            let a = Alert {
+                reason,
+                receiver,
+                escalated_from,
+                ..alert("E03")
+            };
+            let text = robot(&a);
+            for part in parts {
+                assert!(text.contains(part), "{reason:?}: {part} not in {text}");
+            }
+            assert!(text.contains("> 置业顾问：周敏（E03）"), "{text}");
+            assert_eq!(
+                text.contains("接待："),
+                reason != Reason::Welcome,
+                "{reason:?}: {text}"
+            );
+            let generic: serde_json::Value =
+                serde_json::from_str(&body(WebhookFormat::Generic, &a, None, &tz())).expect("json");
+            assert_eq!(generic["event"], reason.as_str());
+        }
+    }
+
+    #[test]
+    fn webhooks_rows_only_for_the_events_a_webhook_wants() {
+        let hook = |url: &str, events: Vec<WebhookEvent>| {
+            Hook::from_config(&WebhookConfig {
+                url: url.into(),
+                format: WebhookFormat::Generic,
+                secret: None,
+                events,
+            })
+            .expect("hook")
+        };
+        let hooks = Webhooks::new(
+            vec![
+                hook("http://a/welcome", vec![WebhookEvent::Welcome]),
+                hook(
+                    "http://b/manager",
+                    vec![WebhookEvent::Escalation, WebhookEvent::Manager],
+                ),
+            ],
+            tz(),
+        );
+        let with = |reason| Alert {
+            reason,
+            ..alert("E01")
+        };
+        let to = |reason| -> Vec<i64> {
+            hooks
+                .rows(&with(reason), None)
+                .into_iter()
+                .map(|(hook, consultant, _)| {
+                    assert_eq!(consultant, "E01");
+                    hook
+                })
+                .collect()
+        };
+        let (a, b) = (hook_key("http://a/welcome"), hook_key("http://b/manager"));
+        assert_eq!(to(Reason::Welcome), [a]);
+        assert_eq!(to(Reason::Escalation), [b]);
+        assert_eq!(to(Reason::Manager), [b]);
+        assert!(to(Reason::Owner).is_empty());
+        assert!(to(Reason::Unassigned).is_empty());
     }
 
     #[test]

@@ -166,8 +166,8 @@ fn devices_cli_shows_a_token_once_and_lists_and_revokes_without_it() {
     let out = devices(&dir, &["list"]);
     assert!(out.status.success());
     let list = String::from_utf8(out.stdout).expect("utf-8");
-    assert!(list.contains("pda-1\tconsultant E01\t"), "{list}");
-    assert!(list.contains("pda-2\tconsultant -\t"), "{list}");
+    assert!(list.contains("pda-1\thandheld\tconsultant E01\t"), "{list}");
+    assert!(list.contains("pda-2\thandheld\tconsultant -\t"), "{list}");
     assert_eq!(list.matches("active").count(), 2, "{list}");
     for secret in [token.as_str(), token2.as_str(), &token[3..]] {
         assert!(!list.contains(secret), "list shows a token: {list}");

@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{
-    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Transaction,
+    GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Transaction,
 };
 use futures_util::TryStreamExt as _;
 use tokio_postgres::types::ToSql;
@@ -23,17 +23,17 @@ use uuid::Uuid;
 
 use crate::wire::{
     BatchReply, BrokerEntry, CardEntry, ConsultantEntry, CursorExpired, CustomerEntry, Entity,
-    ItemResult, ItemStatus, RosterEntry, RosterPage, SnapshotHead,
+    ItemResult, ItemStatus, RegistrationEntry, RosterEntry, RosterPage, SnapshotHead,
 };
 
-use super::rows::{self, Line, RecordRow, RejectRow};
+use super::rows::{self, Binding, BindingFacts, BindingWrites, Effect, Line, RecordRow, RejectRow};
 use super::store::{
     Conflict, DayReport, HubCustomer, HubStoreError, ImportCounts, Incoming, KioskRow,
-    RosterImport, StoredRecord, StoredReject, with_causes,
+    RosterImport, StoredConsent, StoredRecord, StoredReject, with_causes,
 };
 
 /// The schema this build writes; a newer database is refused, an older one migrated.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Advisory lock keys (they are per database): creating the schema, and writing the
 /// roster. Arbitrary constants, spelled to be recognizable in `pg_locks`.
@@ -47,8 +47,8 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 
 /// The whole schema of version 1; see `sqlite.rs` for the same shape, commented.
 /// Bodies are TEXT, not JSONB: a record's body is the evidence, kept byte for byte
-/// (cast to `json` to query it).
-const SCHEMA_V1: &str = "
+/// (cast to `json` to query it). A new database gets it and then every migration.
+pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE kiosks (
     id TEXT PRIMARY KEY,
     office_id TEXT NOT NULL,
@@ -129,6 +129,38 @@ CREATE INDEX roster_log_changed ON roster_log (changed_at);
 INSERT INTO meta (key, value) VALUES ('schema_version', 1), ('pruned_upto', 0);
 ";
 
+/// Version 2 (reception), as in `sqlite.rs`: customers' source and last follow-up,
+/// broker registrations, consents.
+const SCHEMA_V2: &str = "
+ALTER TABLE customers ADD COLUMN source TEXT, ADD COLUMN last_follow_up TIMESTAMPTZ;
+
+CREATE TABLE registrations (
+    customer_id TEXT PRIMARY KEY REFERENCES customers (id),
+    broker_id TEXT NOT NULL REFERENCES brokers (id),
+    registered_at TIMESTAMPTZ NOT NULL,
+    expires_at TIMESTAMPTZ
+);
+CREATE INDEX registrations_broker ON registrations (broker_id);
+
+CREATE TABLE consents (
+    record_id UUID PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    kiosk_id TEXT NOT NULL,
+    notice_version TEXT NOT NULL,
+    given_at TIMESTAMPTZ NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX consents_customer ON consents (customer_id);
+
+UPDATE meta SET value = 2 WHERE key = 'schema_version';
+";
+
+/// `MIGRATIONS[n]` takes a database from version `n + 1` to `n + 2`.
+const MIGRATIONS: [&str; 1] = [SCHEMA_V2];
+
+const CUSTOMER_COLUMNS: &str =
+    "id, name, surname, title, tier, phone, consultant_id, source, last_follow_up";
+
 /// A batch's records in one statement; the ordinality keeps the batch's order, so of
 /// two lines with one id the first is the one stored.
 const INSERT_RECORDS: &str = "
@@ -181,16 +213,21 @@ missing AS (
     SELECT $7::text AS id
     WHERE $7::text IS NOT NULL AND NOT EXISTS (SELECT 1 FROM consultants WHERE id = $7::text)),
 up AS (
-    INSERT INTO customers (id, name, surname, title, tier, phone, consultant_id)
-    SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text
+    INSERT INTO customers
+        (id, name, surname, title, tier, phone, consultant_id, source, last_follow_up)
+    SELECT $1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::text, $10::text,
+           $11::timestamptz
     WHERE NOT EXISTS (SELECT 1 FROM taken) AND NOT EXISTS (SELECT 1 FROM missing)
     ON CONFLICT (id) DO UPDATE SET
         name = EXCLUDED.name, surname = EXCLUDED.surname, title = EXCLUDED.title,
-        tier = EXCLUDED.tier, phone = EXCLUDED.phone, consultant_id = EXCLUDED.consultant_id
+        tier = EXCLUDED.tier, phone = EXCLUDED.phone, consultant_id = EXCLUDED.consultant_id,
+        source = EXCLUDED.source, last_follow_up = EXCLUDED.last_follow_up
     WHERE (customers.name, customers.surname, customers.title, customers.tier,
-           customers.phone, customers.consultant_id)
+           customers.phone, customers.consultant_id, customers.source,
+           customers.last_follow_up)
         IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.surname, EXCLUDED.title, EXCLUDED.tier,
-                          EXCLUDED.phone, EXCLUDED.consultant_id)
+                          EXCLUDED.phone, EXCLUDED.consultant_id, EXCLUDED.source,
+                          EXCLUDED.last_follow_up)
     RETURNING id),
 logged AS (
     INSERT INTO roster_log (entity, key, body, changed_at)
@@ -233,6 +270,30 @@ WITH up AS (
 INSERT INTO roster_log (entity, key, body, changed_at)
 SELECT 'broker', id, $4::text, $5::timestamptz FROM up
 RETURNING cursor";
+
+/// As for cards: `owner` and `broker` are false when absent (nothing is written then).
+const UPSERT_REGISTRATION: &str = "
+WITH owner AS (
+    SELECT 1 FROM customers WHERE id = $1::text),
+broker AS (
+    SELECT 1 FROM brokers WHERE id = $2::text),
+up AS (
+    INSERT INTO registrations (customer_id, broker_id, registered_at, expires_at)
+    SELECT $1::text, $2::text, $3::timestamptz, $4::timestamptz
+    WHERE EXISTS (SELECT 1 FROM owner) AND EXISTS (SELECT 1 FROM broker)
+    ON CONFLICT (customer_id) DO UPDATE SET
+        broker_id = EXCLUDED.broker_id, registered_at = EXCLUDED.registered_at,
+        expires_at = EXCLUDED.expires_at
+    WHERE (registrations.broker_id, registrations.registered_at, registrations.expires_at)
+        IS DISTINCT FROM (EXCLUDED.broker_id, EXCLUDED.registered_at, EXCLUDED.expires_at)
+    RETURNING customer_id),
+logged AS (
+    INSERT INTO roster_log (entity, key, body, changed_at)
+    SELECT 'registration', customer_id, $5::text, $6::timestamptz FROM up
+    RETURNING cursor)
+SELECT EXISTS (SELECT 1 FROM owner), EXISTS (SELECT 1 FROM broker), (SELECT cursor FROM logged)";
+
+const REGISTRATION_COLUMNS: &str = "customer_id, broker_id, registered_at, expires_at";
 
 /// The largest cursor assigned so far, as of this transaction: the log's newest entry,
 /// or the highest pruned one when the log was pruned empty.
@@ -284,7 +345,8 @@ impl PgHub {
         Ok(hub)
     }
 
-    /// Creates the schema in an empty database; refuses one written by a newer hub.
+    /// Creates the schema in an empty database, migrates an older one in place; refuses
+    /// one written by a newer hub.
     /// The advisory lock lets two hubs starting together take turns.
     async fn migrate(&self) -> Result<(), HubStoreError> {
         let mut client = self.pool.get().await?;
@@ -300,16 +362,25 @@ impl PgHub {
             .await?
             .map(|r| r.try_get(0))
             .transpose()?;
-        match version {
-            None => tx.batch_execute(SCHEMA_V1).await?,
+        let found = match version {
+            None => {
+                tx.batch_execute(SCHEMA_V1).await?;
+                1
+            }
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(HubStoreError::TooNew {
                     found,
                     supported: SCHEMA_VERSION,
                 });
             }
-            // Version 1 is the first; later versions migrate from here.
-            Some(_) => {}
+            Some(found) if found < 1 => {
+                return Err(HubStoreError::Corrupt(format!("schema version {found}")));
+            }
+            Some(found) => found,
+        };
+        // In place, in this one transaction: a failed step leaves the database as it was.
+        for step in &MIGRATIONS[usize::try_from(found - 1).unwrap_or(0)..] {
+            tx.batch_execute(step).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -405,70 +476,50 @@ impl PgHub {
             }
         };
 
-        let mut inserted = insert_records(&tx, kiosk_id, at, &lines).await?;
-        let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(lines.len());
-        let mut unexplained: Vec<(usize, Option<u64>, RecordRow)> = Vec::new();
+        // Records that change the roster are taken one by one, in batch order, between
+        // runs of plain records stored with one statement each.
+        let mut results: Vec<Option<ItemResult>> = vec![None; lines.len()];
+        let mut run: Vec<(usize, Option<u64>, RecordRow)> = Vec::new();
         let mut rejects: Vec<(usize, RejectRow)> = Vec::new();
+        let mut roster_locked = false;
         for (i, (seq, line)) in lines.into_iter().enumerate() {
             match line {
-                // `remove`: of two lines with one id, only the first was inserted.
-                Line::Record(r) if inserted.remove(&r.id) => {
-                    results.push(Some(rows::item(seq, ItemStatus::Inserted)));
-                }
-                Line::Record(r) => {
-                    results.push(None);
-                    unexplained.push((i, seq, r));
-                }
+                Line::Record(mut r) => match r.effect.take() {
+                    None => run.push((i, seq, r)),
+                    Some(effect) => {
+                        // What came before in the batch is stored (or kept) first, so
+                        // this line sees it as a retry of the batch would.
+                        let before = std::mem::take(&mut run);
+                        store_run(&tx, kiosk_id, at, before, &mut results, &mut rejects).await?;
+                        keep_rejects(&tx, kiosk_id, at, &mut rejects).await?;
+                        if !roster_locked {
+                            // Taken after the kiosk's row, as every batch does; an
+                            // administrator's write takes only this one: no cycle.
+                            let lock = tx
+                                .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+                                .await?;
+                            tx.execute(&lock, &[&ROSTER_LOCK]).await?;
+                            roster_locked = true;
+                        }
+                        let (item, row) = effect_line(&tx, kiosk_id, at, seq, r, *effect).await?;
+                        if let Some(slot) = results.get_mut(i) {
+                            *slot = Some(item);
+                        }
+                        if let Some(row) = row {
+                            rejects.push((i, row));
+                        }
+                    }
+                },
                 Line::Reject(r) => {
-                    results.push(Some(rows::rejected(seq, &r.reason)));
+                    if let Some(slot) = results.get_mut(i) {
+                        *slot = Some(rows::rejected(seq, &r.reason));
+                    }
                     rejects.push((i, r));
                 }
             }
         }
-        if !unexplained.is_empty() {
-            let ids: Vec<Uuid> = unexplained.iter().map(|(_, _, r)| r.id).collect();
-            let seqs: Vec<i64> = unexplained.iter().map(|(_, _, r)| r.seq).collect();
-            let stmt = tx.prepare_cached(EXPLAIN_CONFLICTS).await?;
-            let mut known: HashMap<Uuid, (String, i64)> = HashMap::new();
-            let mut holders = HashMap::new();
-            for row in tx.query(&stmt, &[&kiosk_id, &ids, &seqs]).await? {
-                let id: Uuid = row.try_get(0)?;
-                let (k, s): (String, i64) = (row.try_get(1)?, row.try_get(2)?);
-                if k == kiosk_id {
-                    holders.insert(s, id);
-                }
-                known.insert(id, (k, s));
-            }
-            for (i, seq, r) in unexplained {
-                let result = if let Some((k, s)) = known.get(&r.id) {
-                    if k == kiosk_id && *s == r.seq {
-                        rows::item(seq, ItemStatus::Duplicate)
-                    } else {
-                        let row = RejectRow::id_taken(r, k, *s);
-                        let result = rows::rejected(seq, &row.reason);
-                        rejects.push((i, row));
-                        result
-                    }
-                } else {
-                    // Only (kiosk_id, seq) is left to conflict on.
-                    let holder = holders
-                        .get(&r.seq)
-                        .map_or_else(|| "(unknown)".to_owned(), Uuid::to_string);
-                    let row = RejectRow::seq_taken(r, kiosk_id, holder);
-                    let result = rows::rejected(seq, &row.reason);
-                    rejects.push((i, row));
-                    result
-                };
-                if let Some(slot) = results.get_mut(i) {
-                    *slot = Some(result);
-                }
-            }
-        }
-        if !rejects.is_empty() {
-            // In batch order, so the rejects table reads like the batch.
-            rejects.sort_by_key(|(i, _)| *i);
-            insert_rejects(&tx, kiosk_id, at, &rejects).await?;
-        }
+        store_run(&tx, kiosk_id, at, run, &mut results, &mut rejects).await?;
+        keep_rejects(&tx, kiosk_id, at, &mut rejects).await?;
 
         let held = tx.prepare_cached(HELD_SEQS).await?;
         let mut high_water = start;
@@ -577,7 +628,9 @@ impl PgHub {
         let client = self.pool.get().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT count(*), count(DISTINCT CASE WHEN outcome = 'welcome' THEN customer_id END)
+                "SELECT count(*),
+                        count(DISTINCT CASE WHEN outcome IN ('welcome', 'broker_confirmed')
+                                            THEN customer_id END)
                  FROM records WHERE office_id = $1 AND office_day = $2 AND kind = 'visit'",
             )
             .await?;
@@ -646,7 +699,8 @@ impl PgHub {
             .query_one(
                 &format!(
                     "SELECT (SELECT count(*) FROM consultants) + (SELECT count(*) FROM customers)
-                          + (SELECT count(*) FROM cards) + (SELECT count(*) FROM brokers),
+                          + (SELECT count(*) FROM cards) + (SELECT count(*) FROM brokers)
+                          + (SELECT count(*) FROM registrations),
                             {HEAD_CURSOR}"
                 ),
                 &[],
@@ -668,7 +722,8 @@ impl PgHub {
         let mut found = std::pin::pin!(
             stream(
                 &tx,
-                "SELECT id, surname, title, tier, consultant_id FROM customers ORDER BY id",
+                "SELECT id, surname, title, tier, consultant_id, source, last_follow_up
+                 FROM customers ORDER BY id",
             )
             .await?
         );
@@ -679,8 +734,11 @@ impl PgHub {
                 title: r.try_get(2)?,
                 tier: r.try_get(3)?,
                 consultant_id: r.try_get(4)?,
-                source: None,
-                last_follow_up: None,
+                source: r.try_get(5)?,
+                last_follow_up: r
+                    .try_get::<_, Option<SystemTime>>(6)?
+                    .map(timestamp)
+                    .transpose()?,
             }))?;
         }
         let mut found = std::pin::pin!(
@@ -701,6 +759,16 @@ impl PgHub {
                 name: r.try_get(1)?,
                 company: r.try_get(2)?,
             }))?;
+        }
+        let mut found = std::pin::pin!(
+            stream(
+                &tx,
+                &format!("SELECT {REGISTRATION_COLUMNS} FROM registrations ORDER BY customer_id"),
+            )
+            .await?
+        );
+        while let Some(r) = found.try_next().await? {
+            out.entry(&RosterEntry::Registration(registration_row(&r)?))?;
         }
         tx.commit().await?;
         out.finish()
@@ -746,6 +814,9 @@ impl PgHub {
         for b in &roster.brokers {
             counts.brokers += u64::from(upsert_broker(&tx, b, now).await?);
         }
+        for r in &roster.registrations {
+            counts.registrations += u64::from(upsert_registration(&tx, r, now).await?);
+        }
         tx.commit().await?;
         Ok(counts)
     }
@@ -778,17 +849,19 @@ impl PgHub {
         Ok(tx.commit().await?)
     }
 
+    pub async fn upsert_registration(&self, r: RegistrationEntry) -> Result<(), HubStoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = roster_tx(&mut client).await?;
+        upsert_registration(&tx, &r, SystemTime::from(jiff::Timestamp::now())).await?;
+        Ok(tx.commit().await?)
+    }
+
     pub async fn delete(&self, entity: Entity, key: &str) -> Result<(), HubStoreError> {
         let mut client = self.pool.get().await?;
         let tx = roster_tx(&mut client).await?;
         let now = SystemTime::from(jiff::Timestamp::now());
         let sql = match entity {
-            Entity::Registration => {
-                return Err(HubStoreError::NotFound {
-                    entity: "registration",
-                    key: key.to_owned(),
-                });
-            }
+            Entity::Registration => DELETE_REGISTRATION,
             Entity::Consultant => {
                 let customers: i64 = tx
                     .query_one(
@@ -817,6 +890,8 @@ impl PgHub {
                     &[&key, &now],
                 )
                 .await?;
+                // Their registration next, for the same reason.
+                tx.execute(DELETE_REGISTRATION, &[&key, &now]).await?;
                 "WITH gone AS (DELETE FROM customers WHERE id = $1 RETURNING id)
                  INSERT INTO roster_log (entity, key, body, changed_at)
                  SELECT 'customer', id, NULL, $2 FROM gone"
@@ -827,6 +902,19 @@ impl PgHub {
                  SELECT 'card', token, NULL, $2 FROM gone"
             }
             Entity::Broker => {
+                let registrations: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM registrations WHERE broker_id = $1",
+                        &[&key],
+                    )
+                    .await?
+                    .try_get(0)?;
+                if registrations > 0 {
+                    return Err(HubStoreError::Conflict(Conflict::BrokerInUse {
+                        id: key.to_owned(),
+                        registrations: rows::unsigned(registrations, "a registration count")?,
+                    }));
+                }
                 "WITH gone AS (DELETE FROM brokers WHERE id = $1 RETURNING id)
                  INSERT INTO roster_log (entity, key, body, changed_at)
                  SELECT 'broker', id, NULL, $2 FROM gone"
@@ -843,43 +931,321 @@ impl PgHub {
     }
 
     pub async fn customer(&self, id: &str) -> Result<Option<HubCustomer>, HubStoreError> {
-        let client = self.pool.get().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT id, name, surname, title, tier, phone, consultant_id
-                 FROM customers WHERE id = $1",
-            )
-            .await?;
-        client
-            .query_opt(&stmt, &[&id])
-            .await?
-            .map(|r| {
-                Ok(HubCustomer {
-                    id: r.try_get(0)?,
-                    name: r.try_get(1)?,
-                    surname: r.try_get(2)?,
-                    title: r.try_get(3)?,
-                    tier: r.try_get(4)?,
-                    phone: r.try_get(5)?,
-                    consultant_id: r.try_get(6)?,
-                })
-            })
-            .transpose()
+        customer(&self.pool.get().await?, id).await
     }
 
     pub async fn card(&self, token: &str) -> Result<Option<CardEntry>, HubStoreError> {
+        card(&self.pool.get().await?, token).await
+    }
+
+    pub async fn registration(
+        &self,
+        customer_id: &str,
+    ) -> Result<Option<RegistrationEntry>, HubStoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE customer_id = $1"
+            ))
+            .await?;
+        client
+            .query_opt(&stmt, &[&customer_id])
+            .await?
+            .map(|r| registration_row(&r))
+            .transpose()
+    }
+
+    pub async fn consents(&self, customer_id: &str) -> Result<Vec<StoredConsent>, HubStoreError> {
         let client = self.pool.get().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT token, customer_id, status, note, low24_only FROM cards WHERE token = $1",
+                "SELECT record_id, customer_id, kiosk_id, notice_version, given_at FROM consents
+                 WHERE customer_id = $1 ORDER BY given_at, record_id",
             )
             .await?;
         client
-            .query_opt(&stmt, &[&token])
+            .query(&stmt, &[&customer_id])
             .await?
-            .map(|r| card_row(&r))
-            .transpose()
+            .iter()
+            .map(|r| {
+                Ok(StoredConsent {
+                    record_id: r.try_get(0)?,
+                    customer_id: r.try_get(1)?,
+                    kiosk_id: r.try_get(2)?,
+                    notice_version: r.try_get(3)?,
+                    given_at: timestamp(r.try_get(4)?)?,
+                })
+            })
+            .collect()
     }
+}
+
+const DELETE_REGISTRATION: &str =
+    "WITH gone AS (DELETE FROM registrations WHERE customer_id = $1 RETURNING customer_id)
+     INSERT INTO roster_log (entity, key, body, changed_at)
+     SELECT 'registration', customer_id, NULL, $2 FROM gone";
+
+/// A run of plain records (visits) in one insert; the lines that did not go in are
+/// explained by one more query. Answers go to `results`, rejects to `rejects`.
+async fn store_run(
+    tx: &Transaction<'_>,
+    kiosk_id: &str,
+    at: SystemTime,
+    run: Vec<(usize, Option<u64>, RecordRow)>,
+    results: &mut [Option<ItemResult>],
+    rejects: &mut Vec<(usize, RejectRow)>,
+) -> Result<(), HubStoreError> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let mut inserted = insert_records(tx, kiosk_id, at, &run).await?;
+    let mut unexplained: Vec<(usize, Option<u64>, RecordRow)> = Vec::new();
+    for (i, seq, r) in run {
+        // `remove`: of two lines with one id, only the first was inserted.
+        if inserted.remove(&r.id) {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(rows::item(seq, ItemStatus::Inserted));
+            }
+        } else {
+            unexplained.push((i, seq, r));
+        }
+    }
+    if unexplained.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = unexplained.iter().map(|(_, _, r)| r.id).collect();
+    let seqs: Vec<i64> = unexplained.iter().map(|(_, _, r)| r.seq).collect();
+    let stmt = tx.prepare_cached(EXPLAIN_CONFLICTS).await?;
+    let mut known: HashMap<Uuid, (String, i64)> = HashMap::new();
+    let mut holders = HashMap::new();
+    for row in tx.query(&stmt, &[&kiosk_id, &ids, &seqs]).await? {
+        let id: Uuid = row.try_get(0)?;
+        let (k, s): (String, i64) = (row.try_get(1)?, row.try_get(2)?);
+        if k == kiosk_id {
+            holders.insert(s, id);
+        }
+        known.insert(id, (k, s));
+    }
+    for (i, seq, r) in unexplained {
+        let result = if let Some((k, s)) = known.get(&r.id) {
+            if k == kiosk_id && *s == r.seq {
+                rows::item(seq, ItemStatus::Duplicate)
+            } else {
+                let row = RejectRow::id_taken(r, k, *s);
+                let result = rows::rejected(seq, &row.reason);
+                rejects.push((i, row));
+                result
+            }
+        } else {
+            // Only (kiosk_id, seq) is left to conflict on.
+            let holder = holders
+                .get(&r.seq)
+                .map_or_else(|| "(unknown)".to_owned(), Uuid::to_string);
+            let row = RejectRow::seq_taken(r, kiosk_id, holder);
+            let result = rows::rejected(seq, &row.reason);
+            rejects.push((i, row));
+            result
+        };
+        if let Some(slot) = results.get_mut(i) {
+            *slot = Some(result);
+        }
+    }
+    Ok(())
+}
+
+/// Stores the rejects gathered so far, in batch order, so the rejects table reads like
+/// the batch.
+async fn keep_rejects(
+    tx: &Transaction<'_>,
+    kiosk_id: &str,
+    at: SystemTime,
+    rejects: &mut Vec<(usize, RejectRow)>,
+) -> Result<(), HubStoreError> {
+    if rejects.is_empty() {
+        return Ok(());
+    }
+    rejects.sort_by_key(|(i, _)| *i);
+    insert_rejects(tx, kiosk_id, at, rejects).await?;
+    rejects.clear();
+    Ok(())
+}
+
+/// A record that changes the roster, as in `sqlite.rs`: a retry is answered as the
+/// first time was; a new one is checked against the roster (the roster lock is held),
+/// then applied and stored, or refused. Returns the answer and the reject to keep.
+async fn effect_line(
+    tx: &Transaction<'_>,
+    kiosk_id: &str,
+    at: SystemTime,
+    seq: Option<u64>,
+    r: RecordRow,
+    effect: Effect,
+) -> Result<(ItemResult, Option<RejectRow>), HubStoreError> {
+    let stmt = tx
+        .prepare_cached("SELECT kiosk_id, seq FROM records WHERE id = $1")
+        .await?;
+    if let Some(row) = tx.query_opt(&stmt, &[&r.id]).await? {
+        let (k, s): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+        if k == kiosk_id && s == r.seq {
+            return Ok((rows::item(seq, ItemStatus::Duplicate), None));
+        }
+        let row = RejectRow::id_taken(r, &k, s);
+        return Ok((rows::rejected(seq, &row.reason), Some(row)));
+    }
+    let stmt = tx
+        .prepare_cached("SELECT id FROM records WHERE kiosk_id = $1 AND seq = $2")
+        .await?;
+    if let Some(row) = tx.query_opt(&stmt, &[&kiosk_id, &r.seq]).await? {
+        let row = RejectRow::seq_taken(r, kiosk_id, row.try_get::<_, Uuid>(0)?);
+        return Ok((rows::rejected(seq, &row.reason), Some(row)));
+    }
+    // Refused before: the same answer, though the roster may have changed since.
+    let stmt = tx
+        .prepare_cached(
+            "SELECT reason FROM rejects WHERE kiosk_id = $1 AND seq = $2 AND record_id = $3",
+        )
+        .await?;
+    if let Some(row) = tx.query_opt(&stmt, &[&kiosk_id, &r.seq, &r.id]).await? {
+        return Ok((rows::rejected(seq, &row.try_get::<_, String>(0)?), None));
+    }
+    let refusal = match &effect {
+        Effect::Bind(b) => match rows::decide_binding(b, binding_facts(tx, b).await?) {
+            Ok(writes) => {
+                apply(tx, writes, at).await?;
+                None
+            }
+            Err(refusal) => Some(refusal),
+        },
+        Effect::Revoke(v) => match rows::decide_revocation(v, card(tx, &v.card).await?) {
+            Ok(card) => {
+                upsert_card(tx, &card, at).await?;
+                None
+            }
+            Err(refusal) => Some(refusal),
+        },
+    };
+    if let Some(refusal) = refusal {
+        let row = RejectRow::refused(r, &refusal);
+        return Ok((rows::rejected(seq, &row.reason), Some(row)));
+    }
+    insert_records(tx, kiosk_id, at, &[(0, seq, r)]).await?;
+    Ok((rows::item(seq, ItemStatus::Inserted), None))
+}
+
+/// What the roster holds that `b` is checked against.
+async fn binding_facts(tx: &Transaction<'_>, b: &Binding) -> Result<BindingFacts, HubStoreError> {
+    let mut facts = BindingFacts {
+        customer: customer(tx, &b.customer_id).await?,
+        card: card(tx, &b.card).await?,
+        consultant_known: true,
+        phone_holder: None,
+    };
+    if let Some(w) = &b.walk_in {
+        let stmt = tx
+            .prepare_cached("SELECT id FROM customers WHERE phone = $1 AND id <> $2 LIMIT 1")
+            .await?;
+        facts.phone_holder = tx
+            .query_opt(&stmt, &[&w.customer.phone, &b.customer_id])
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        if let Some(consultant) = &w.customer.consultant_id {
+            let stmt = tx
+                .prepare_cached("SELECT 1 FROM consultants WHERE id = $1")
+                .await?;
+            facts.consultant_known = tx.query_opt(&stmt, &[consultant]).await?.is_some();
+        }
+    }
+    Ok(facts)
+}
+
+/// Writes an accepted binding: the roster changes (logged like an administrator's)
+/// and the consent.
+async fn apply(
+    tx: &Transaction<'_>,
+    writes: BindingWrites,
+    now: SystemTime,
+) -> Result<(), HubStoreError> {
+    if let Some(c) = &writes.customer {
+        upsert_customer(tx, c, now).await?;
+    }
+    if let Some(c) = &writes.card {
+        upsert_card(tx, c, now).await?;
+    }
+    if let Some(c) = &writes.consent {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO consents
+                    (record_id, customer_id, kiosk_id, notice_version, given_at, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        tx.execute(
+            &stmt,
+            &[
+                &c.record_id,
+                &c.customer_id,
+                &c.kiosk_id,
+                &c.notice_version,
+                &SystemTime::from(c.given_at),
+                &now,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn customer(db: &impl GenericClient, id: &str) -> Result<Option<HubCustomer>, HubStoreError> {
+    let stmt = db
+        .prepare_cached(&format!(
+            "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = $1"
+        ))
+        .await?;
+    db.query_opt(&stmt, &[&id])
+        .await?
+        .map(|r| {
+            Ok(HubCustomer {
+                id: r.try_get(0)?,
+                name: r.try_get(1)?,
+                surname: r.try_get(2)?,
+                title: r.try_get(3)?,
+                tier: r.try_get(4)?,
+                phone: r.try_get(5)?,
+                consultant_id: r.try_get(6)?,
+                source: r.try_get(7)?,
+                last_follow_up: r
+                    .try_get::<_, Option<SystemTime>>(8)?
+                    .map(timestamp)
+                    .transpose()?,
+            })
+        })
+        .transpose()
+}
+
+async fn card(db: &impl GenericClient, token: &str) -> Result<Option<CardEntry>, HubStoreError> {
+    let stmt = db
+        .prepare_cached(
+            "SELECT token, customer_id, status, note, low24_only FROM cards WHERE token = $1",
+        )
+        .await?;
+    db.query_opt(&stmt, &[&token])
+        .await?
+        .map(|r| card_row(&r))
+        .transpose()
+}
+
+fn registration_row(r: &tokio_postgres::Row) -> Result<RegistrationEntry, HubStoreError> {
+    Ok(RegistrationEntry {
+        customer_id: r.try_get(0)?,
+        broker_id: r.try_get(1)?,
+        registered_at: timestamp(r.try_get(2)?)?,
+        expires_at: r
+            .try_get::<_, Option<SystemTime>>(3)?
+            .map(timestamp)
+            .transpose()?,
+    })
 }
 
 /// Inserts a batch's records in one statement; returns the ids that went in.
@@ -887,15 +1253,9 @@ async fn insert_records(
     tx: &Transaction<'_>,
     kiosk_id: &str,
     at: SystemTime,
-    lines: &[(Option<u64>, Line)],
+    run: &[(usize, Option<u64>, RecordRow)],
 ) -> Result<HashSet<Uuid>, HubStoreError> {
-    let records: Vec<&RecordRow> = lines
-        .iter()
-        .filter_map(|(_, line)| match line {
-            Line::Record(r) => Some(r),
-            Line::Reject(_) => None,
-        })
-        .collect();
+    let records: Vec<&RecordRow> = run.iter().map(|(_, _, r)| r).collect();
     if records.is_empty() {
         return Ok(HashSet::new());
     }
@@ -1017,6 +1377,8 @@ async fn upsert_customer(
                 &c.consultant_id,
                 &body,
                 &now,
+                &c.source,
+                &c.last_follow_up.map(SystemTime::from),
             ],
         )
         .await?;
@@ -1064,6 +1426,37 @@ async fn upsert_card(
             token: c.token.clone(),
             existing,
         }));
+    }
+    Ok(row.try_get::<_, Option<i64>>(2)?.is_some())
+}
+
+async fn upsert_registration(
+    tx: &Transaction<'_>,
+    r: &RegistrationEntry,
+    now: SystemTime,
+) -> Result<bool, HubStoreError> {
+    let body = rows::log_body(&RosterEntry::Registration(r.clone()))?;
+    let stmt = tx.prepare_cached(UPSERT_REGISTRATION).await?;
+    let row = tx
+        .query_one(
+            &stmt,
+            &[
+                &r.customer_id,
+                &r.broker_id,
+                &SystemTime::from(r.registered_at),
+                &r.expires_at.map(SystemTime::from),
+                &body,
+                &now,
+            ],
+        )
+        .await?;
+    for (column, entity, key) in [(0, "customer", &r.customer_id), (1, "broker", &r.broker_id)] {
+        if !row.try_get::<_, bool>(column)? {
+            return Err(HubStoreError::Conflict(Conflict::Missing {
+                entity,
+                key: key.clone(),
+            }));
+        }
     }
     Ok(row.try_get::<_, Option<i64>>(2)?.is_some())
 }

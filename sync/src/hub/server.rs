@@ -21,10 +21,11 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::store::{Conflict, HubCustomer, HubDb, HubStoreError, Incoming, KioskRow};
+use super::rows::valid_id;
+use super::store::{Conflict, HubCustomer, HubDb, HubStoreError, Incoming, KioskRow, SOURCES};
 use crate::wire::{
     self, BrokerEntry, CardEntry, ConsultantEntry, Entity, PROTOCOL_HEADER, PROTOCOL_VERSION,
-    Record,
+    Record, RegistrationEntry,
 };
 use crate::{auth, telemetry};
 
@@ -190,6 +191,12 @@ pub fn router(state: HubState) -> Router {
             "/admin/v1/brokers/{id}",
             put(put_broker).delete(delete_broker),
         )
+        .route(
+            "/admin/v1/registrations/{customer_id}",
+            put(put_registration)
+                .get(get_registration)
+                .delete(delete_registration),
+        )
         .route("/admin/v1/kiosks", get(list_kiosks))
         .route("/admin/v1/records", get(list_records))
         .route("/admin/v1/rejects", get(list_rejects))
@@ -235,6 +242,7 @@ impl From<HubStoreError> for HubApiError {
                     Conflict::CardTaken { .. } => "card_taken",
                     Conflict::Missing { .. } => "missing_reference",
                     Conflict::ConsultantInUse { .. } => "consultant_in_use",
+                    Conflict::BrokerInUse { .. } => "broker_in_use",
                     Conflict::KioskExists { .. } => "kiosk_exists",
                 };
                 HubApiError::new(StatusCode::CONFLICT, code, c.to_string())
@@ -497,6 +505,9 @@ fn check_office(text: &str, kiosk: &KioskRow) -> Result<(), HubApiError> {
     }
 }
 
+/// The record kinds this hub stores; a line of another kind is kept as a reject.
+const KNOWN_KINDS: [&str; 3] = ["visit", "card_binding", "card_revocation"];
+
 /// One NDJSON line as the store takes it. A line the hub cannot take as a record is
 /// kept as a reject, with its seq when one can be read, so it never blocks the kiosk.
 fn parse_line(line: &str, kiosk: &KioskRow) -> Incoming {
@@ -527,7 +538,7 @@ fn parse_line(line: &str, kiosk: &KioskRow) -> Incoming {
                 .ok()
                 .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned));
             return reject(match kind {
-                Some(k) if k != "visit" => format!(
+                Some(k) if !KNOWN_KINDS.contains(&k.as_str()) => format!(
                     "records of kind {k:?} are not known to this hub; it is kept at the hub as a reject; upgrade the hub to store records of this kind"
                 ),
                 _ => format!("not a valid record: {e}"),
@@ -673,16 +684,31 @@ struct CustomerBody {
     phone: Option<String>,
     #[serde(default)]
     consultant_id: Option<String>,
+    /// `outreach` | `phone` | `walk_in` | `broker`.
+    #[serde(default)]
+    source: Option<String>,
+    /// RFC 3339.
+    #[serde(default)]
+    last_follow_up: Option<String>,
 }
 
 fn check_id(id: &str) -> Result<(), HubApiError> {
-    if id.is_empty() || id.chars().count() > 64 || id.chars().any(char::is_control) {
+    if valid_id(id) {
+        Ok(())
+    } else {
         Err(HubApiError::bad_request(
             "ids are 1 to 64 printable characters",
         ))
-    } else {
-        Ok(())
     }
+}
+
+/// An RFC 3339 time from a body field, or a 400 naming the field.
+fn time_field(field: &str, text: &str) -> Result<jiff::Timestamp, HubApiError> {
+    text.trim().parse().map_err(|_| {
+        HubApiError::bad_request(format!(
+            "{field}: {text:?} is not a time; write RFC 3339 with its offset, e.g. 2026-11-23T10:00:00+08:00"
+        ))
+    })
 }
 
 async fn put_customer(
@@ -714,6 +740,18 @@ async fn put_customer(
         None | Some("") => None,
         Some(p) => Some(normalize_phone(p).map_err(HubApiError::bad_request)?),
     };
+    let source = b.source.filter(|s| !s.is_empty());
+    if let Some(source) = &source
+        && !SOURCES.contains(&source.as_str())
+    {
+        return Err(HubApiError::bad_request(format!(
+            "source: {source:?} is not a source; write \"outreach\", \"phone\", \"walk_in\" or \"broker\""
+        )));
+    }
+    let last_follow_up = match b.last_follow_up.as_deref() {
+        None | Some("") => None,
+        Some(t) => Some(time_field("last_follow_up", t)?),
+    };
     s.db.upsert_customer(HubCustomer {
         id,
         name: b.name.filter(|n| !n.trim().is_empty()),
@@ -722,6 +760,8 @@ async fn put_customer(
         tier: b.tier,
         phone,
         consultant_id: b.consultant_id.filter(|c| !c.is_empty()),
+        source,
+        last_follow_up,
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -845,7 +885,7 @@ async fn put_card(
 
 /// The shape of a normalized token (design §4); the kiosk's device crate parses them
 /// fully, the hub only keeps obviously wrong ones out.
-fn valid_token(token: &str) -> bool {
+pub(super) fn valid_token(token: &str) -> bool {
     let Some((scheme, rest)) = token.split_once(':') else {
         return false;
     };
@@ -960,6 +1000,80 @@ async fn delete_broker(
     Path(id): Path<String>,
 ) -> Result<Response, HubApiError> {
     delete_entry(&s, &headers, Entity::Broker, &id).await
+}
+
+/// A broker's registration (报备) as administrators write it; the customer comes from
+/// the URL.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrationBody {
+    #[serde(default)]
+    customer_id: Option<String>,
+    broker_id: String,
+    /// RFC 3339.
+    registered_at: String,
+    /// RFC 3339; absent: the kiosks' broker-report protection period applies.
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+async fn put_registration(
+    State(s): State<HubState>,
+    headers: HeaderMap,
+    Path(customer_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, HubApiError> {
+    admin_auth(&s.db, &headers).await?;
+    check_id(&customer_id)?;
+    let b: RegistrationBody = json_body(body)?;
+    if let Some(body_id) = &b.customer_id {
+        key_matches(&customer_id, body_id, "customer id")?;
+    }
+    if !valid_id(&b.broker_id) {
+        return Err(HubApiError::bad_request(
+            "broker_id: the broker's id, 1 to 64 printable characters",
+        ));
+    }
+    let registered_at = time_field("registered_at", &b.registered_at)?;
+    let expires_at = match b.expires_at.as_deref() {
+        None | Some("") => None,
+        Some(t) => Some(time_field("expires_at", t)?),
+    };
+    if expires_at.is_some_and(|e| e <= registered_at) {
+        return Err(HubApiError::bad_request(
+            "expires_at: a registration expires after it was made; leave it out for the default period",
+        ));
+    }
+    // One live claim per customer: this replaces any earlier registration.
+    s.db.upsert_registration(RegistrationEntry {
+        customer_id,
+        broker_id: b.broker_id,
+        registered_at,
+        expires_at,
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn get_registration(
+    State(s): State<HubState>,
+    headers: HeaderMap,
+    Path(customer_id): Path<String>,
+) -> Result<Response, HubApiError> {
+    admin_auth(&s.db, &headers).await?;
+    found(
+        s.db.registration(&customer_id).await?,
+        "registration",
+        customer_id,
+    )
+}
+
+async fn delete_registration(
+    State(s): State<HubState>,
+    headers: HeaderMap,
+    Path(customer_id): Path<String>,
+) -> Result<Response, HubApiError> {
+    delete_entry(&s, &headers, Entity::Registration, &customer_id).await
 }
 
 async fn list_kiosks(

@@ -11,6 +11,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::store::HubCustomer;
+use super::tests::{binding, walk_in};
 use super::{ADMIN_ID, KIOSK_HEADER};
 use crate::auth;
 use crate::test_hub::{KIOSK, TestHub, visit, visit_line};
@@ -456,6 +457,8 @@ async fn a_snapshot_is_gzip_ndjson_that_read_snapshot_takes() {
             tier: "gold".into(),
             phone: Some("13800138000".into()),
             consultant_id: Some("E1".into()),
+            source: None,
+            last_follow_up: None,
         })
         .await
         .expect("add");
@@ -600,6 +603,59 @@ async fn admin_bodies_are_checked_with_a_message() {
             json!({"name": "李娜", "company": "链家"}).to_string(),
             "company",
         ),
+        (
+            "/admin/v1/customers/C9",
+            json!({"surname": "张", "title": "mr", "tier": "gold", "source": "web"}).to_string(),
+            "source",
+        ),
+        (
+            "/admin/v1/customers/C9",
+            json!({"surname": "张", "title": "mr", "tier": "gold", "last_follow_up": "yesterday"})
+                .to_string(),
+            "last_follow_up",
+        ),
+        (
+            "/admin/v1/customers/C9",
+            json!({"surname": "张", "title": "mr", "tier": "gold", "last_follow_up": "2026-11-20"})
+                .to_string(),
+            "RFC 3339",
+        ),
+        (
+            "/admin/v1/registrations/C1",
+            json!({"broker_id": "B1"}).to_string(),
+            "registered_at",
+        ),
+        (
+            "/admin/v1/registrations/C1",
+            json!({"broker_id": "B1", "registered_at": "last week"}).to_string(),
+            "registered_at",
+        ),
+        (
+            "/admin/v1/registrations/C1",
+            json!({"broker_id": "B1", "registered_at": "2026-11-20T10:00:00+08:00",
+                   "expires_at": "2026-11-19T10:00:00+08:00"})
+            .to_string(),
+            "expires_at",
+        ),
+        (
+            "/admin/v1/registrations/C1",
+            json!({"broker_id": "", "registered_at": "2026-11-20T10:00:00+08:00"}).to_string(),
+            "broker_id",
+        ),
+        (
+            "/admin/v1/registrations/C1",
+            json!({"customer_id": "C2", "broker_id": "B1",
+                   "registered_at": "2026-11-20T10:00:00+08:00"})
+            .to_string(),
+            "differ",
+        ),
+        (
+            "/admin/v1/registrations/C1",
+            json!({"broker_id": "B1", "registered_at": "2026-11-20T10:00:00+08:00",
+                   "channel": "wechat"})
+            .to_string(),
+            "channel",
+        ),
     ];
     for (path, body, hint) in table {
         let response = hub
@@ -622,6 +678,283 @@ async fn admin_bodies_are_checked_with_a_message() {
         (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
     );
     assert!(hub.db.customer("C9").await.expect("read").is_none());
+    assert!(hub.db.registration("C1").await.expect("read").is_none());
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_customer_keeps_its_source_and_last_follow_up() {
+    let mut hub = TestHub::spawn().await;
+    let put = put_json(
+        &hub,
+        "/admin/v1/customers/C1",
+        &json!({"surname": "张", "title": "mr", "tier": "gold", "source": "broker",
+                "last_follow_up": "2026-11-20T10:00:00+08:00"}),
+    )
+    .await;
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let got = hub
+        .as_admin(Method::GET, "/admin/v1/customers/C1")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(got.status(), StatusCode::OK);
+    let body: serde_json::Value = got.json().await.expect("json");
+    assert_eq!(body["source"], "broker");
+    assert_eq!(body["last_follow_up"], "2026-11-20T02:00:00Z");
+    // And the kiosks receive both.
+    let page: RosterPage = roster_page(&hub, "since=0")
+        .await
+        .json()
+        .await
+        .expect("a page");
+    let wire::RosterOp::Upsert {
+        entry: RosterEntry::Customer(entry),
+    } = &page.changes[0].op
+    else {
+        panic!("a customer: {page:?}")
+    };
+    assert_eq!(entry.source.as_deref(), Some("broker"));
+    assert_eq!(
+        entry.last_follow_up,
+        Some("2026-11-20T02:00:00Z".parse().expect("time"))
+    );
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn admin_registrations_are_put_read_replaced_and_deleted() {
+    let mut hub = TestHub::spawn().await;
+    let path = "/admin/v1/registrations/C1";
+    let body =
+        |broker: &str| json!({"broker_id": broker, "registered_at": "2026-11-20T10:00:00+08:00"});
+    let get = |hub: &TestHub| hub.as_admin(Method::GET, path).send();
+
+    // Unknown customer, then unknown broker: 409 naming the id, nothing stored.
+    let error = ApiError::read(put_json(&hub, path, &body("B1")).await).await;
+    assert_eq!(
+        (error.status, error.code.as_str()),
+        (StatusCode::CONFLICT, "missing_reference")
+    );
+    assert!(error.message.contains("\"C1\""), "{error:?}");
+    let put = put_json(
+        &hub,
+        "/admin/v1/customers/C1",
+        &json!({"surname": "张", "title": "mr", "tier": "normal"}),
+    )
+    .await;
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let error = ApiError::read(put_json(&hub, path, &body("B1")).await).await;
+    assert_eq!(error.status, StatusCode::CONFLICT);
+    assert!(error.message.contains("\"B1\""), "{error:?}");
+    let error = ApiError::read(get(&hub).await.expect("send")).await;
+    assert_eq!(
+        (error.status, error.code.as_str()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
+
+    for broker in ["B1", "B2"] {
+        let put = put_json(
+            &hub,
+            &format!("/admin/v1/brokers/{broker}"),
+            &json!({"name": "王芳", "company": "链家"}),
+        )
+        .await;
+        assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    }
+    let put = put_json(&hub, path, &body("B1")).await;
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let got = get(&hub).await.expect("send");
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(
+        got.json::<serde_json::Value>().await.expect("json"),
+        json!({"customer_id": "C1", "broker_id": "B1", "registered_at": "2026-11-20T02:00:00Z"})
+    );
+    // PUT replaces: one live claim per customer.
+    let put = put_json(
+        &hub,
+        path,
+        &json!({"customer_id": "C1", "broker_id": "B2", "registered_at": "2026-11-21T10:00:00+08:00",
+                "expires_at": "2026-12-06T10:00:00+08:00"}),
+    )
+    .await;
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let got: serde_json::Value = get(&hub).await.expect("send").json().await.expect("json");
+    assert_eq!(got["broker_id"], "B2");
+    assert_eq!(got["expires_at"], "2026-12-06T02:00:00Z");
+
+    // A broker with a registration is kept; one without may go.
+    let error = ApiError::read(
+        hub.as_admin(Method::DELETE, "/admin/v1/brokers/B2")
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(
+        (error.status, error.code.as_str()),
+        (StatusCode::CONFLICT, "broker_in_use")
+    );
+    assert!(error.message.contains("B2"), "{error:?}");
+    let gone = hub
+        .as_admin(Method::DELETE, "/admin/v1/brokers/B1")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+
+    let deleted = hub
+        .as_admin(Method::DELETE, path)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        get(&hub).await.expect("send").status(),
+        StatusCode::NOT_FOUND
+    );
+    let again = hub
+        .as_admin(Method::DELETE, path)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ApiError::read(again).await.status, StatusCode::NOT_FOUND);
+
+    // Kiosks saw the claim come, change and go.
+    let page: RosterPage = roster_page(&hub, "since=0")
+        .await
+        .json()
+        .await
+        .expect("a page");
+    let registrations: Vec<String> = page
+        .changes
+        .iter()
+        .filter_map(|c| match &c.op {
+            wire::RosterOp::Upsert {
+                entry: RosterEntry::Registration(r),
+            } => Some(format!("upsert {}", r.broker_id)),
+            wire::RosterOp::Delete {
+                entity: wire::Entity::Registration,
+                key,
+            } => Some(format!("delete {key}")),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(registrations, vec!["upsert B1", "upsert B2", "delete C1"]);
+    hub.stop().await;
+}
+
+#[tokio::test]
+async fn a_card_binding_through_the_hub_reaches_every_kiosk() {
+    let mut hub = TestHub::spawn().await;
+    hub.db
+        .upsert_consultant(consultant("E1"))
+        .await
+        .expect("add");
+    let bound = walk_in(1, "nfc:04AA", "w-1", "139 0000 0001");
+    let batch = vec![
+        serde_json::to_string(&Record::CardBinding(bound.clone())).expect("json"),
+        visit_line(KIOSK, 2),
+    ];
+    let reply = reply_of(push_lines(&hub, &batch).await).await;
+    assert_eq!(
+        statuses(&reply),
+        vec![ItemStatus::Inserted, ItemStatus::Inserted]
+    );
+    assert_eq!(reply.high_water, 2);
+
+    // The sender's next pull (and every other kiosk's) brings the walk-in and the card.
+    let page: RosterPage = roster_page(&hub, "since=1")
+        .await
+        .json()
+        .await
+        .expect("a page");
+    let entries: Vec<&RosterEntry> = page
+        .changes
+        .iter()
+        .filter_map(|c| match &c.op {
+            wire::RosterOp::Upsert { entry } => Some(entry),
+            wire::RosterOp::Delete { .. } => None,
+        })
+        .collect();
+    assert!(
+        matches!(entries[..], [RosterEntry::Customer(c), RosterEntry::Card(k)]
+            if c.id == "w-1" && c.surname == "李" && c.tier == "normal"
+                && c.source.as_deref() == Some("walk_in")
+                && c.last_follow_up == Some(bound.bound_at)
+                && k.token == "nfc:04AA" && k.customer_id == "w-1" && k.status == "active"),
+        "{entries:?}"
+    );
+    let text = serde_json::to_string(&page).expect("json");
+    assert!(
+        !text.contains("13900000001") && !text.contains("李小龙"),
+        "{text}"
+    );
+    // Administrators see the full record.
+    let customer: serde_json::Value = hub
+        .as_admin(Method::GET, "/admin/v1/customers/w-1")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (
+            &customer["name"],
+            &customer["phone"],
+            &customer["consultant_id"]
+        ),
+        (&json!("李小龙"), &json!("13900000001"), &json!("E1"))
+    );
+    let card = hub
+        .as_admin(Method::GET, "/admin/v1/cards/nfc:04AA")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(card.status(), StatusCode::OK);
+
+    // The same card bound to someone else at the same kiosk comes back refused, with
+    // the holder's id for the console.
+    let rival =
+        serde_json::to_string(&Record::CardBinding(binding(3, "nfc:04AA", "C7"))).expect("json");
+    let reply = reply_of(push_lines(&hub, std::slice::from_ref(&rival)).await).await;
+    assert_eq!(statuses(&reply), vec![ItemStatus::Rejected]);
+    let reason = reply.items[0].reason.clone().unwrap_or_default();
+    assert!(reason.starts_with("unknown_customer: "), "{reason}");
+    hub.db
+        .upsert_customer(HubCustomer {
+            id: "C7".into(),
+            name: None,
+            surname: "王".into(),
+            title: "ms".into(),
+            tier: "normal".into(),
+            phone: None,
+            consultant_id: None,
+            source: None,
+            last_follow_up: None,
+        })
+        .await
+        .expect("add");
+    let taken =
+        serde_json::to_string(&Record::CardBinding(binding(4, "nfc:04AA", "C7"))).expect("json");
+    let reply = reply_of(push_lines(&hub, &[taken]).await).await;
+    let reason = reply.items[0].reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("card_taken: ") && reason.contains("w-1"),
+        "{reason}"
+    );
+    assert_eq!(reply.high_water, 4, "refused records hold their seq");
+    let rejects: serde_json::Value = hub
+        .as_admin(Method::GET, "/admin/v1/rejects?kiosk=k1")
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(rejects["rejects"][0]["raw"], json!(rival));
+    assert_eq!(rejects["rejects"][1]["reason"], json!(reason));
     hub.stop().await;
 }
 

@@ -20,17 +20,17 @@ use uuid::Uuid;
 
 use crate::wire::{
     BatchReply, BrokerEntry, CardEntry, ConsultantEntry, CursorExpired, CustomerEntry, Entity,
-    ItemStatus, RosterEntry, RosterPage, SnapshotHead,
+    ItemResult, ItemStatus, RegistrationEntry, RosterEntry, RosterPage, SnapshotHead,
 };
 
-use super::rows::{self, Line, RejectRow};
+use super::rows::{self, Binding, BindingFacts, BindingWrites, Effect, Line, RecordRow, RejectRow};
 use super::store::{
     Conflict, DayReport, HubCustomer, HubStoreError, ImportCounts, Incoming, KioskRow,
-    RosterImport, StoredRecord, StoredReject,
+    RosterImport, StoredConsent, StoredRecord, StoredReject,
 };
 
 /// The schema this build writes; a newer file is refused, an older one migrated.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,7 +40,8 @@ const READERS_KEPT: usize = 4;
 
 /// The whole schema of version 1. `meta` holds the version and `pruned_upto` (the
 /// highest roster log cursor ever pruned: a kiosk below it must take a snapshot).
-const SCHEMA_V1: &str = "
+/// A new file gets it and then every migration, so new and migrated files match.
+pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE kiosks (
     id TEXT PRIMARY KEY,
     office_id TEXT NOT NULL,
@@ -123,6 +124,44 @@ CREATE INDEX roster_log_changed ON roster_log (changed_at);
 
 INSERT INTO meta (key, value) VALUES ('schema_version', 1), ('pruned_upto', 0);
 ";
+
+/// Version 2 (reception): customers' source and last follow-up; broker registrations
+/// (报备), one per customer; consents given with a walk-in's card binding.
+const SCHEMA_V2: &str = "
+ALTER TABLE customers ADD COLUMN source TEXT;
+-- Microseconds since the epoch, as every timestamp here.
+ALTER TABLE customers ADD COLUMN last_follow_up INTEGER;
+
+-- Keyed by the customer: one live claim per customer.
+CREATE TABLE registrations (
+    customer_id TEXT PRIMARY KEY REFERENCES customers (id),
+    broker_id TEXT NOT NULL REFERENCES brokers (id),
+    registered_at INTEGER NOT NULL,
+    expires_at INTEGER
+) STRICT;
+CREATE INDEX registrations_broker ON registrations (broker_id);
+
+-- Evidence, like records: no foreign key, so erasing a customer keeps the proof that
+-- their data was processed with consent.
+CREATE TABLE consents (
+    record_id TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    kiosk_id TEXT NOT NULL,
+    notice_version TEXT NOT NULL,
+    given_at INTEGER NOT NULL,
+    received_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX consents_customer ON consents (customer_id);
+
+UPDATE meta SET value = 2 WHERE key = 'schema_version';
+";
+
+/// `MIGRATIONS[n]` takes a file from version `n + 1` to `n + 2`, in the migration's
+/// one transaction.
+const MIGRATIONS: [&str; 1] = [SCHEMA_V2];
+
+const CUSTOMER_COLUMNS: &str =
+    "id, name, surname, title, tier, phone, consultant_id, source, last_follow_up";
 
 const INSERT_RECORD: &str = "INSERT INTO records
     (id, kiosk_id, seq, kind, office_id, customer_id, outcome, office_day, device_time, received_at, body)
@@ -418,7 +457,7 @@ impl SqliteHub {
         self.read(move |conn| {
             let (records, visits): (i64, i64) = conn
                 .prepare_cached(
-                    "SELECT count(*), count(DISTINCT CASE WHEN outcome = 'welcome' THEN customer_id END)
+                    "SELECT count(*), count(DISTINCT CASE WHEN outcome IN ('welcome', 'broker_confirmed') THEN customer_id END)
                      FROM records WHERE office_id = ?1 AND office_day = ?2 AND kind = 'visit'",
                 )?
                 .query_row([&office_id, &day], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -477,7 +516,8 @@ impl SqliteHub {
             let (entries, cursor): (i64, i64) = tx.query_row(
                 &format!(
                     "SELECT (SELECT count(*) FROM consultants) + (SELECT count(*) FROM customers)
-                          + (SELECT count(*) FROM cards) + (SELECT count(*) FROM brokers),
+                          + (SELECT count(*) FROM cards) + (SELECT count(*) FROM brokers)
+                          + (SELECT count(*) FROM registrations),
                             {HEAD_CURSOR}"
                 ),
                 [],
@@ -496,7 +536,8 @@ impl SqliteHub {
                 }))?;
             }
             let mut stmt = tx.prepare(
-                "SELECT id, surname, title, tier, consultant_id FROM customers ORDER BY id",
+                "SELECT id, surname, title, tier, consultant_id, source, last_follow_up
+                 FROM customers ORDER BY id",
             )?;
             let mut found = stmt.query([])?;
             while let Some(r) = found.next()? {
@@ -506,8 +547,8 @@ impl SqliteHub {
                     title: r.get(2)?,
                     tier: r.get(3)?,
                     consultant_id: r.get(4)?,
-                    source: None,
-                    last_follow_up: None,
+                    source: r.get(5)?,
+                    last_follow_up: r.get::<_, Option<i64>>(6)?.map(timestamp).transpose()?,
                 }))?;
             }
             let mut stmt = tx.prepare(
@@ -525,6 +566,13 @@ impl SqliteHub {
                     name: r.get(1)?,
                     company: r.get(2)?,
                 }))?;
+            }
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {REGISTRATION_COLUMNS} FROM registrations ORDER BY customer_id"
+            ))?;
+            let mut found = stmt.query([])?;
+            while let Some(r) = found.next()? {
+                out.entry(&RosterEntry::Registration(registration_row(r)?))?;
             }
             out.finish()
         })
@@ -568,6 +616,9 @@ impl SqliteHub {
             for b in &roster.brokers {
                 counts.brokers += u64::from(upsert_broker(tx, b, now)?);
             }
+            for r in &roster.registrations {
+                counts.registrations += u64::from(upsert_registration(tx, r, now)?);
+            }
             Ok(counts)
         })
         .await
@@ -593,6 +644,11 @@ impl SqliteHub {
             .await
     }
 
+    pub async fn upsert_registration(&self, r: RegistrationEntry) -> Result<(), HubStoreError> {
+        self.roster_write(move |tx, now| upsert_registration(tx, &r, now).map(drop))
+            .await
+    }
+
     pub async fn delete(&self, entity: Entity, key: &str) -> Result<(), HubStoreError> {
         let key = key.to_owned();
         self.roster_write(move |tx, now| delete(tx, entity, &key, now))
@@ -601,39 +657,50 @@ impl SqliteHub {
 
     pub async fn customer(&self, id: &str) -> Result<Option<HubCustomer>, HubStoreError> {
         let id = id.to_owned();
+        self.read(move |conn| customer(conn, &id)).await
+    }
+
+    pub async fn registration(
+        &self,
+        customer_id: &str,
+    ) -> Result<Option<RegistrationEntry>, HubStoreError> {
+        let customer_id = customer_id.to_owned();
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT id, name, surname, title, tier, phone, consultant_id
-                     FROM customers WHERE id = ?1",
-                )?
-                .query_row([&id], |r| {
-                    Ok(HubCustomer {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        surname: r.get(2)?,
-                        title: r.get(3)?,
-                        tier: r.get(4)?,
-                        phone: r.get(5)?,
-                        consultant_id: r.get(6)?,
-                    })
-                })
-                .optional()?)
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE customer_id = ?1"
+            ))?;
+            let mut found = stmt.query([&customer_id])?;
+            found.next()?.map(registration_row).transpose()
+        })
+        .await
+    }
+
+    pub async fn consents(&self, customer_id: &str) -> Result<Vec<StoredConsent>, HubStoreError> {
+        let customer_id = customer_id.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT record_id, customer_id, kiosk_id, notice_version, given_at FROM consents
+                 WHERE customer_id = ?1 ORDER BY given_at, record_id",
+            )?;
+            let mut found = stmt.query([&customer_id])?;
+            let mut out = Vec::new();
+            while let Some(r) = found.next()? {
+                out.push(StoredConsent {
+                    record_id: uuid(&r.get::<_, String>(0)?)?,
+                    customer_id: r.get(1)?,
+                    kiosk_id: r.get(2)?,
+                    notice_version: r.get(3)?,
+                    given_at: timestamp(r.get(4)?)?,
+                });
+            }
+            Ok(out)
         })
         .await
     }
 
     pub async fn card(&self, token: &str) -> Result<Option<CardEntry>, HubStoreError> {
         let token = token.to_owned();
-        self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT token, customer_id, status, note, low24_only FROM cards WHERE token = ?1",
-                )?
-                .query_row([&token], card_columns)
-                .optional()?)
-        })
-        .await
+        self.read(move |conn| card(conn, &token)).await
     }
 }
 
@@ -669,7 +736,8 @@ fn open_reader(path: &Path) -> Result<Connection, HubStoreError> {
     Ok(conn)
 }
 
-/// Creates the schema in a new file; refuses a file written by a newer hub.
+/// Creates the schema in a new file, migrates an older one in place; refuses a file
+/// written by a newer hub.
 fn migrate(conn: &mut Connection) -> Result<(), HubStoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(
@@ -682,16 +750,25 @@ fn migrate(conn: &mut Connection) -> Result<(), HubStoreError> {
             |r| r.get(0),
         )
         .optional()?;
-    match version {
-        None => tx.execute_batch(SCHEMA_V1)?,
+    let found = match version {
+        None => {
+            tx.execute_batch(SCHEMA_V1)?;
+            1
+        }
         Some(found) if found > SCHEMA_VERSION => {
             return Err(HubStoreError::TooNew {
                 found,
                 supported: SCHEMA_VERSION,
             });
         }
-        // Version 1 is the first; later versions migrate from here.
-        Some(_) => {}
+        Some(found) if found < 1 => {
+            return Err(HubStoreError::Corrupt(format!("schema version {found}")));
+        }
+        Some(found) => found,
+    };
+    // In place, in this one transaction: a failed step leaves the file as it was.
+    for step in &MIGRATIONS[usize::try_from(found - 1).unwrap_or(0)..] {
+        tx.execute_batch(step)?;
     }
     tx.commit()?;
     Ok(())
@@ -733,7 +810,15 @@ fn store_batch(
         };
         for (seq, line) in lines {
             match line {
-                Line::Record(r) => {
+                Line::Record(mut r) => {
+                    if let Some(effect) = r.effect.take() {
+                        let (item, row) = effect_line(&tx, kiosk_id, at, seq, r, *effect)?;
+                        if let Some(row) = &row {
+                            keep(row)?;
+                        }
+                        items.push(item);
+                        continue;
+                    }
                     let id = r.id.to_string();
                     let inserted = insert.execute(params![
                         id,
@@ -807,6 +892,172 @@ fn store_batch(
     Ok(BatchReply {
         items,
         high_water: rows::unsigned(high_water, "a high-water")?,
+    })
+}
+
+/// A record that changes the roster (a card binding or revocation): a retry is answered
+/// as the first time was, without looking at the roster again; a new one is checked
+/// against the roster, then applied and stored, or rejected with the rule it breaks.
+/// Returns the answer and the reject row to keep, if any.
+fn effect_line(
+    tx: &Transaction<'_>,
+    kiosk_id: &str,
+    at: i64,
+    seq: Option<u64>,
+    r: RecordRow,
+    effect: Effect,
+) -> Result<(ItemResult, Option<RejectRow>), HubStoreError> {
+    let id = r.id.to_string();
+    let holder: Option<(String, i64)> = tx
+        .prepare_cached("SELECT kiosk_id, seq FROM records WHERE id = ?1")?
+        .query_row([&id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    if let Some((k, s)) = holder {
+        if k == kiosk_id && s == r.seq {
+            return Ok((rows::item(seq, ItemStatus::Duplicate), None));
+        }
+        let row = RejectRow::id_taken(r, &k, s);
+        return Ok((rows::rejected(seq, &row.reason), Some(row)));
+    }
+    let other: Option<String> = tx
+        .prepare_cached("SELECT id FROM records WHERE kiosk_id = ?1 AND seq = ?2")?
+        .query_row(params![kiosk_id, r.seq], |row| row.get(0))
+        .optional()?;
+    if let Some(other) = other {
+        let row = RejectRow::seq_taken(r, kiosk_id, other);
+        return Ok((rows::rejected(seq, &row.reason), Some(row)));
+    }
+    // Refused before: the same answer, though the roster may have changed since.
+    let refused: Option<String> = tx
+        .prepare_cached(
+            "SELECT reason FROM rejects WHERE kiosk_id = ?1 AND seq = ?2 AND record_id = ?3",
+        )?
+        .query_row(params![kiosk_id, r.seq, id], |row| row.get(0))
+        .optional()?;
+    if let Some(reason) = refused {
+        return Ok((rows::rejected(seq, &reason), None));
+    }
+    let decision = match &effect {
+        Effect::Bind(b) => {
+            rows::decide_binding(b, binding_facts(tx, b)?).map(|writes| apply(tx, writes, at))
+        }
+        Effect::Revoke(v) => rows::decide_revocation(v, card(tx, &v.card)?)
+            .map(|card| upsert_card(tx, &card, at).map(drop)),
+    };
+    match decision {
+        Err(refusal) => {
+            let row = RejectRow::refused(r, &refusal);
+            Ok((rows::rejected(seq, &row.reason), Some(row)))
+        }
+        Ok(applied) => {
+            applied?;
+            tx.prepare_cached(INSERT_RECORD)?.execute(params![
+                id,
+                kiosk_id,
+                r.seq,
+                r.kind,
+                r.office_id,
+                r.customer_id,
+                r.outcome,
+                r.office_day,
+                micros(r.device_time),
+                at,
+                r.raw
+            ])?;
+            Ok((rows::item(seq, ItemStatus::Inserted), None))
+        }
+    }
+}
+
+/// What the roster holds that `b` is checked against.
+fn binding_facts(tx: &Transaction<'_>, b: &Binding) -> Result<BindingFacts, HubStoreError> {
+    let mut facts = BindingFacts {
+        customer: customer(tx, &b.customer_id)?,
+        card: card(tx, &b.card)?,
+        consultant_known: true,
+        phone_holder: None,
+    };
+    if let Some(w) = &b.walk_in {
+        facts.phone_holder = tx
+            .prepare_cached("SELECT id FROM customers WHERE phone = ?1 AND id <> ?2")?
+            .query_row(params![w.customer.phone, b.customer_id], |r| r.get(0))
+            .optional()?;
+        if let Some(consultant) = &w.customer.consultant_id {
+            facts.consultant_known = tx
+                .prepare_cached("SELECT 1 FROM consultants WHERE id = ?1")?
+                .exists([consultant])?;
+        }
+    }
+    Ok(facts)
+}
+
+/// Writes an accepted binding: the roster changes (logged like an administrator's)
+/// and the consent.
+fn apply(tx: &Transaction<'_>, writes: BindingWrites, now: i64) -> Result<(), HubStoreError> {
+    if let Some(c) = &writes.customer {
+        upsert_customer(tx, c, now)?;
+    }
+    if let Some(c) = &writes.card {
+        upsert_card(tx, c, now)?;
+    }
+    if let Some(c) = &writes.consent {
+        tx.prepare_cached(
+            "INSERT INTO consents
+                (record_id, customer_id, kiosk_id, notice_version, given_at, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            c.record_id.to_string(),
+            c.customer_id,
+            c.kiosk_id,
+            c.notice_version,
+            micros(c.given_at),
+            now
+        ])?;
+    }
+    Ok(())
+}
+
+fn customer(conn: &Connection, id: &str) -> Result<Option<HubCustomer>, HubStoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id = ?1"
+    ))?;
+    let mut found = stmt.query([id])?;
+    found.next()?.map(customer_row).transpose()
+}
+
+fn customer_row(r: &rusqlite::Row<'_>) -> Result<HubCustomer, HubStoreError> {
+    Ok(HubCustomer {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        surname: r.get(2)?,
+        title: r.get(3)?,
+        tier: r.get(4)?,
+        phone: r.get(5)?,
+        consultant_id: r.get(6)?,
+        source: r.get(7)?,
+        last_follow_up: r.get::<_, Option<i64>>(8)?.map(timestamp).transpose()?,
+    })
+}
+
+fn card(conn: &Connection, token: &str) -> Result<Option<CardEntry>, HubStoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT token, customer_id, status, note, low24_only FROM cards WHERE token = ?1",
+        )?
+        .query_row([token], card_columns)
+        .optional()?)
+}
+
+const REGISTRATION_COLUMNS: &str = "customer_id, broker_id, registered_at, expires_at";
+
+fn registration_row(r: &rusqlite::Row<'_>) -> Result<RegistrationEntry, HubStoreError> {
+    Ok(RegistrationEntry {
+        customer_id: r.get(0)?,
+        broker_id: r.get(1)?,
+        registered_at: timestamp(r.get(2)?)?,
+        expires_at: r.get::<_, Option<i64>>(3)?.map(timestamp).transpose()?,
     })
 }
 
@@ -889,17 +1140,21 @@ fn upsert_customer(tx: &Transaction<'_>, c: &HubCustomer, now: i64) -> Result<bo
     }
     let changed = tx
         .prepare_cached(
-            "INSERT INTO customers (id, name, surname, title, tier, phone, consultant_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO customers
+                (id, name, surname, title, tier, phone, consultant_id, source, last_follow_up)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (id) DO UPDATE SET
                 name = excluded.name, surname = excluded.surname, title = excluded.title,
-                tier = excluded.tier, phone = excluded.phone, consultant_id = excluded.consultant_id
+                tier = excluded.tier, phone = excluded.phone, consultant_id = excluded.consultant_id,
+                source = excluded.source, last_follow_up = excluded.last_follow_up
              WHERE customers.name IS NOT excluded.name
                 OR customers.surname IS NOT excluded.surname
                 OR customers.title IS NOT excluded.title
                 OR customers.tier IS NOT excluded.tier
                 OR customers.phone IS NOT excluded.phone
-                OR customers.consultant_id IS NOT excluded.consultant_id",
+                OR customers.consultant_id IS NOT excluded.consultant_id
+                OR customers.source IS NOT excluded.source
+                OR customers.last_follow_up IS NOT excluded.last_follow_up",
         )?
         .execute(params![
             c.id,
@@ -908,7 +1163,9 @@ fn upsert_customer(tx: &Transaction<'_>, c: &HubCustomer, now: i64) -> Result<bo
             c.title,
             c.tier,
             c.phone,
-            c.consultant_id
+            c.consultant_id,
+            c.source,
+            c.last_follow_up.map(micros)
         ])?;
     log_if(tx, changed, RosterEntry::Customer(c.kiosk_entry()), now)
 }
@@ -971,14 +1228,48 @@ fn upsert_broker(tx: &Transaction<'_>, b: &BrokerEntry, now: i64) -> Result<bool
     log_if(tx, changed, RosterEntry::Broker(b.clone()), now)
 }
 
+fn upsert_registration(
+    tx: &Transaction<'_>,
+    r: &RegistrationEntry,
+    now: i64,
+) -> Result<bool, HubStoreError> {
+    for (entity, table, key) in [
+        ("customer", "customers", &r.customer_id),
+        ("broker", "brokers", &r.broker_id),
+    ] {
+        let found = tx
+            .prepare_cached(&format!("SELECT 1 FROM {table} WHERE id = ?1"))?
+            .exists([key])?;
+        if !found {
+            return Err(HubStoreError::Conflict(Conflict::Missing {
+                entity,
+                key: key.clone(),
+            }));
+        }
+    }
+    let changed = tx
+        .prepare_cached(
+            "INSERT INTO registrations (customer_id, broker_id, registered_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (customer_id) DO UPDATE SET
+                broker_id = excluded.broker_id, registered_at = excluded.registered_at,
+                expires_at = excluded.expires_at
+             WHERE registrations.broker_id IS NOT excluded.broker_id
+                OR registrations.registered_at IS NOT excluded.registered_at
+                OR registrations.expires_at IS NOT excluded.expires_at",
+        )?
+        .execute(params![
+            r.customer_id,
+            r.broker_id,
+            micros(r.registered_at),
+            r.expires_at.map(micros)
+        ])?;
+    log_if(tx, changed, RosterEntry::Registration(r.clone()), now)
+}
+
 fn delete(tx: &Transaction<'_>, entity: Entity, key: &str, now: i64) -> Result<(), HubStoreError> {
     let sql = match entity {
-        Entity::Registration => {
-            return Err(HubStoreError::NotFound {
-                entity: "registration",
-                key: key.to_owned(),
-            });
-        }
+        Entity::Registration => "DELETE FROM registrations WHERE customer_id = ?1",
         Entity::Consultant => {
             let customers: i64 = tx
                 .prepare_cached("SELECT count(*) FROM customers WHERE consultant_id = ?1")?
@@ -1003,10 +1294,29 @@ fn delete(tx: &Transaction<'_>, entity: Entity, key: &str, now: i64) -> Result<(
             for token in &tokens {
                 log(tx, Entity::Card, token, None, now)?;
             }
+            // Their registration next, for the same reason.
+            if tx
+                .prepare_cached("DELETE FROM registrations WHERE customer_id = ?1")?
+                .execute([key])?
+                > 0
+            {
+                log(tx, Entity::Registration, key, None, now)?;
+            }
             "DELETE FROM customers WHERE id = ?1"
         }
         Entity::Card => "DELETE FROM cards WHERE token = ?1",
-        Entity::Broker => "DELETE FROM brokers WHERE id = ?1",
+        Entity::Broker => {
+            let registrations: i64 = tx
+                .prepare_cached("SELECT count(*) FROM registrations WHERE broker_id = ?1")?
+                .query_row([key], |r| r.get(0))?;
+            if registrations > 0 {
+                return Err(HubStoreError::Conflict(Conflict::BrokerInUse {
+                    id: key.to_owned(),
+                    registrations: rows::unsigned(registrations, "a registration count")?,
+                }));
+            }
+            "DELETE FROM brokers WHERE id = ?1"
+        }
     };
     if tx.prepare_cached(sql)?.execute([key])? == 0 {
         return Err(HubStoreError::NotFound {

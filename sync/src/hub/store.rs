@@ -9,13 +9,17 @@
 //! - the roster change log's cursor increases in commit order: roster writes are
 //!   serialized (PostgreSQL: a transaction-scoped advisory lock), so a reader that has
 //!   seen cursor N never later finds a change below N;
-//! - every roster write appends its changes to the log in the same transaction.
+//! - every roster write appends its changes to the log in the same transaction, and so
+//!   does a batch whose card bindings or revocations change the roster;
+//! - timestamps are kept to the microsecond (what both databases hold), so a log entry
+//!   and a snapshot say the same.
 
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::wire::{
-    BatchReply, BrokerEntry, CardEntry, ConsultantEntry, CustomerEntry, Entity, Record, RosterPage,
+    BatchReply, BrokerEntry, CardEntry, ConsultantEntry, CustomerEntry, Entity, Record,
+    RegistrationEntry, RosterPage,
 };
 
 use super::postgres::PgHub;
@@ -89,6 +93,12 @@ pub enum Conflict {
         "consultant {id} still serves {customers} customers; move them to another consultant first"
     )]
     ConsultantInUse { id: String, customers: u64 },
+    /// A broker who still holds registrations (报备) cannot be deleted: they are the
+    /// evidence of whose customer it is.
+    #[error(
+        "broker {id} still holds {registrations} registrations; delete or move them first (DELETE /admin/v1/registrations/{{customer_id}})"
+    )]
+    BrokerInUse { id: String, registrations: u64 },
     /// A kiosk id can be issued once.
     #[error("kiosk {id} already has a token; revoke it first to issue a new one")]
     KioskExists { id: String },
@@ -112,7 +122,17 @@ pub struct HubCustomer {
     pub phone: Option<String>,
     #[serde(default)]
     pub consultant_id: Option<String>,
+    /// `outreach` | `phone` | `walk_in` | `broker` ([`SOURCES`]): picks the kiosk's
+    /// protection period.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The last qualifying contact the protection period runs from.
+    #[serde(default)]
+    pub last_follow_up: Option<jiff::Timestamp>,
 }
+
+/// The customer sources (design §2): 拓客, 来电, 自访, 渠道.
+pub const SOURCES: [&str; 4] = ["outreach", "phone", "walk_in", "broker"];
 
 impl HubCustomer {
     /// What kiosks receive of this customer.
@@ -123,10 +143,42 @@ impl HubCustomer {
             title: self.title.clone(),
             tier: self.tier.clone(),
             consultant_id: self.consultant_id.clone(),
-            source: None,
-            last_follow_up: None,
+            source: self.source.clone(),
+            last_follow_up: self.last_follow_up,
         }
     }
+
+    /// With its timestamp cut to what the databases keep.
+    fn stored(mut self) -> HubCustomer {
+        self.last_follow_up = self.last_follow_up.map(whole_micros);
+        self
+    }
+}
+
+/// A registration with its timestamps cut to what the databases keep.
+fn stored_registration(mut r: RegistrationEntry) -> RegistrationEntry {
+    r.registered_at = whole_micros(r.registered_at);
+    r.expires_at = r.expires_at.map(whole_micros);
+    r
+}
+
+/// `t` without its sub-microsecond part: both databases keep microseconds, and what
+/// the log carries must be what a snapshot later reads back.
+pub(crate) fn whole_micros(t: jiff::Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t)
+}
+
+/// A consent to data processing (PIPL) as the hub keeps it: given at a kiosk with a
+/// walk-in's card binding, kept as evidence (it outlives the customer row).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredConsent {
+    /// The binding record that carried it.
+    pub record_id: Uuid,
+    pub customer_id: String,
+    pub kiosk_id: String,
+    /// The version of the privacy notice the customer was shown.
+    pub notice_version: String,
+    pub given_at: jiff::Timestamp,
 }
 
 /// A whole roster applied in one transaction (`kiosk hub import`): upserts only.
@@ -136,6 +188,8 @@ pub struct RosterImport {
     pub customers: Vec<HubCustomer>,
     pub cards: Vec<CardEntry>,
     pub brokers: Vec<BrokerEntry>,
+    /// Applied last: they refer to customers and brokers.
+    pub registrations: Vec<RegistrationEntry>,
 }
 
 /// Counts of what an import changed (an unchanged entry is not logged again).
@@ -145,6 +199,7 @@ pub struct ImportCounts {
     pub customers: u64,
     pub cards: u64,
     pub brokers: u64,
+    pub registrations: u64,
 }
 
 /// One line of an upstream batch, as the HTTP layer parsed it.
@@ -202,7 +257,8 @@ pub struct StoredReject {
 pub struct DayReport {
     /// Visit records of the day (evidence: every kiosk's and handheld's).
     pub records: u64,
-    /// Customers welcomed that day: one office visit per customer per day.
+    /// Customers welcomed that day, or confirmed as a broker's (确客): one office visit
+    /// per customer per day.
     pub office_visits: u64,
 }
 
@@ -270,7 +326,10 @@ impl HubDb {
     // --- upstream ---
 
     /// Stores a batch from `kiosk_id` in one transaction and answers per line, in order.
-    /// `received_at` is the hub's clock. Records whose `kiosk_id` differs from the
+    /// `received_at` is the hub's clock. Card bindings and revocations are applied to
+    /// the roster (and logged) in the same transaction, or rejected with a reason
+    /// `CODE: message` (`phone_taken`, `customer_exists`, `card_taken`,
+    /// `unknown_customer`, `unknown_card`, `invalid`). Records whose `kiosk_id` differs from the
     /// caller's were already turned into `Incoming::Reject` by the HTTP layer.
     /// A record neither database can hold as such (a seq past `i64::MAX`, a NUL
     /// character in a text field) is answered `Rejected` and kept as a reject, so it
@@ -320,7 +379,8 @@ impl HubDb {
     }
 
     /// The whole current roster as gzipped NDJSON (`SnapshotHead` then entries:
-    /// consultants, customers, cards, brokers), consistent with the cursor in the head.
+    /// consultants, customers, cards, brokers, registrations), consistent with the
+    /// cursor in the head.
     pub async fn roster_snapshot(&self) -> Result<Vec<u8>, HubStoreError> {
         dispatch!(self, db => db.roster_snapshot())
     }
@@ -333,7 +393,17 @@ impl HubDb {
 
     // --- roster administration (each call one transaction, logged) ---
 
-    pub async fn import(&self, roster: RosterImport) -> Result<ImportCounts, HubStoreError> {
+    pub async fn import(&self, mut roster: RosterImport) -> Result<ImportCounts, HubStoreError> {
+        roster.customers = roster
+            .customers
+            .into_iter()
+            .map(HubCustomer::stored)
+            .collect();
+        roster.registrations = roster
+            .registrations
+            .into_iter()
+            .map(stored_registration)
+            .collect();
         dispatch!(self, db => db.import(roster))
     }
 
@@ -342,6 +412,7 @@ impl HubDb {
     }
 
     pub async fn upsert_customer(&self, c: HubCustomer) -> Result<(), HubStoreError> {
+        let c = c.stored();
         dispatch!(self, db => db.upsert_customer(c))
     }
 
@@ -353,8 +424,16 @@ impl HubDb {
         dispatch!(self, db => db.upsert_broker(b))
     }
 
+    /// Sets the customer's broker registration (报备), replacing any earlier one: one
+    /// live claim per customer. `Conflict::Missing` names an absent customer or broker.
+    pub async fn upsert_registration(&self, r: RegistrationEntry) -> Result<(), HubStoreError> {
+        let r = stored_registration(r);
+        dispatch!(self, db => db.upsert_registration(r))
+    }
+
     /// Deletes an entry, logging a tombstone. Deleting a customer deletes (and
-    /// tombstones) their cards first; a consultant still serving customers is refused.
+    /// tombstones) their cards and registration first; a consultant still serving
+    /// customers, or a broker still holding registrations, is refused.
     pub async fn delete(&self, entity: Entity, key: &str) -> Result<(), HubStoreError> {
         dispatch!(self, db => db.delete(entity, key))
     }
@@ -365,5 +444,18 @@ impl HubDb {
 
     pub async fn card(&self, token: &str) -> Result<Option<CardEntry>, HubStoreError> {
         dispatch!(self, db => db.card(token))
+    }
+
+    /// The registration of a customer, if any.
+    pub async fn registration(
+        &self,
+        customer_id: &str,
+    ) -> Result<Option<RegistrationEntry>, HubStoreError> {
+        dispatch!(self, db => db.registration(customer_id))
+    }
+
+    /// The consents a customer gave, oldest first.
+    pub async fn consents(&self, customer_id: &str) -> Result<Vec<StoredConsent>, HubStoreError> {
+        dispatch!(self, db => db.consents(customer_id))
     }
 }

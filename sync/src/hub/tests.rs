@@ -11,10 +11,12 @@ use uuid::Uuid;
 
 use super::store::{
     Conflict, HubCustomer, HubDb, HubStoreError, ImportCounts, Incoming, RosterImport,
+    StoredConsent,
 };
 use crate::wire::{
-    BatchReply, BrokerEntry, CardEntry, ConsultantEntry, Entity, ItemStatus, Method, Outcome,
-    Record, RosterChange, RosterEntry, RosterOp, VisitRecord, read_snapshot,
+    BatchReply, BrokerEntry, CardBindingRecord, CardEntry, CardRevocationRecord, Consent,
+    ConsultantEntry, Entity, ItemStatus, Method, NewCustomer, Outcome, Record, RegistrationEntry,
+    RosterChange, RosterEntry, RosterOp, VisitRecord, read_snapshot,
 };
 
 const DEFAULT_POSTGRES: &str = "postgres://kiosk:kiosk@127.0.0.1:5432/postgres";
@@ -64,6 +66,14 @@ on_both_backends!(
     two_hubs_store_the_same_batches_once,
     concurrent_roster_writers_keep_cursor_order,
     a_newer_schema_is_refused_and_a_current_one_reopened,
+    a_version_1_database_is_migrated_in_place,
+    customers_carry_source_and_last_follow_up_to_kiosks,
+    registrations_are_checked_logged_and_tombstoned,
+    a_walk_in_binding_creates_the_customer_card_and_consent,
+    bindings_are_refused_with_a_code_naming_only_ids,
+    a_refused_binding_is_answered_the_same_when_sent_again,
+    a_revocation_revokes_the_card_or_names_it_unknown,
+    a_batch_takes_visits_and_roster_records_in_order,
 );
 
 // --- harness ---
@@ -268,6 +278,8 @@ fn customer(id: &str, phone: Option<&str>, consultant: Option<&str>) -> HubCusto
         tier: "gold".into(),
         phone: phone.map(Into::into),
         consultant_id: consultant.map(Into::into),
+        source: None,
+        last_follow_up: None,
     }
 }
 
@@ -287,6 +299,82 @@ fn broker(id: &str) -> BrokerEntry {
         name: "王芳".into(),
         company: Some("链家".into()),
     }
+}
+
+fn time(text: &str) -> jiff::Timestamp {
+    text.parse().expect("a time")
+}
+
+fn registration(customer: &str, broker: &str) -> RegistrationEntry {
+    RegistrationEntry {
+        customer_id: customer.into(),
+        broker_id: broker.into(),
+        registered_at: time("2026-11-20T03:00:00Z"),
+        expires_at: Some(time("2026-12-05T03:00:00Z")),
+    }
+}
+
+/// A card bound at [`KIOSK`] to an existing customer.
+pub(super) fn binding(seq: u64, card: &str, customer: &str) -> CardBindingRecord {
+    CardBindingRecord {
+        id: Uuid::now_v7(),
+        kiosk_id: KIOSK.into(),
+        office_id: OFFICE.into(),
+        seq,
+        card: card.into(),
+        customer_id: customer.into(),
+        new_customer: None,
+        by: "desk-1".into(),
+        bound_at: time("2026-11-23T02:00:00.5Z"),
+    }
+}
+
+/// A card bound at [`KIOSK`] to a walk-in registered with it: 李先生, received by E1.
+pub(super) fn walk_in(seq: u64, card: &str, customer: &str, phone: &str) -> CardBindingRecord {
+    CardBindingRecord {
+        new_customer: Some(NewCustomer {
+            name: "李小龙".into(),
+            surname: "李".into(),
+            title: "mr".into(),
+            phone: phone.into(),
+            source: "walk_in".into(),
+            consultant_id: Some("E1".into()),
+            consent: Consent {
+                notice_version: "2026-01".into(),
+                given_at: time("2026-11-23T01:59:30Z"),
+            },
+        }),
+        ..binding(seq, card, customer)
+    }
+}
+
+pub(super) fn revocation(seq: u64, card: &str, reason: Option<&str>) -> CardRevocationRecord {
+    CardRevocationRecord {
+        id: Uuid::now_v7(),
+        kiosk_id: KIOSK.into(),
+        office_id: OFFICE.into(),
+        seq,
+        card: card.into(),
+        reason: reason.map(Into::into),
+        by: "desk-1".into(),
+        revoked_at: time("2026-11-23T03:00:00Z"),
+    }
+}
+
+fn record(record: Record) -> Incoming {
+    let raw = serde_json::to_string(&record).expect("serialize");
+    Incoming::Record {
+        record: Box::new(record),
+        raw,
+    }
+}
+
+fn reasons(reply: &BatchReply) -> Vec<String> {
+    reply
+        .items
+        .iter()
+        .map(|i| i.reason.clone().unwrap_or_default())
+        .collect()
 }
 
 async fn all_changes(db: &HubDb, since: u64) -> Vec<RosterChange> {
@@ -769,6 +857,7 @@ async fn an_unchanged_upsert_is_not_logged(hub: &Hub) {
         customers: vec![customer("C1", Some("13800000001"), Some("E1"))],
         cards: vec![card("nfc:01", "C1", "active")],
         brokers: vec![broker("B1")],
+        registrations: vec![registration("C1", "B1")],
     };
     for _ in 0..2 {
         db.upsert_consultant(roster.consultants[0].clone())
@@ -781,13 +870,16 @@ async fn an_unchanged_upsert_is_not_logged(hub: &Hub) {
         db.upsert_broker(roster.brokers[0].clone())
             .await
             .expect("broker");
+        db.upsert_registration(roster.registrations[0].clone())
+            .await
+            .expect("registration");
     }
-    assert_eq!(all_changes(db, 0).await.len(), 4);
+    assert_eq!(all_changes(db, 0).await.len(), 5);
     assert_eq!(
         db.import(roster.clone()).await.expect("import"),
         ImportCounts::default()
     );
-    assert_eq!(all_changes(db, 0).await.len(), 4);
+    assert_eq!(all_changes(db, 0).await.len(), 5);
 
     // A change to a field kiosks never see is still a change (it is logged once).
     let mut renamed = roster.customers[0].clone();
@@ -799,7 +891,7 @@ async fn an_unchanged_upsert_is_not_logged(hub: &Hub) {
     db.upsert_card(noted.clone()).await.expect("card");
     db.upsert_card(noted.clone()).await.expect("card");
     assert_eq!(
-        summaries(&all_changes(db, 0).await)[4..],
+        summaries(&all_changes(db, 0).await)[5..],
         ["upsert customer C1", "upsert card nfc:01"]
     );
     assert_eq!(db.card("nfc:01").await.expect("card"), Some(noted));
@@ -819,6 +911,7 @@ async fn deleting_a_customer_tombstones_their_cards_first(hub: &Hub) {
             card("nfc:03", "C2", "active"),
         ],
         brokers: vec![broker("B1")],
+        registrations: vec![registration("C1", "B1")],
     })
     .await
     .expect("import");
@@ -832,6 +925,7 @@ async fn deleting_a_customer_tombstones_their_cards_first(hub: &Hub) {
         vec![
             "delete card nfc:01",
             "delete card nfc:02",
+            "delete registration C1",
             "delete customer C1"
         ]
     );
@@ -839,12 +933,14 @@ async fn deleting_a_customer_tombstones_their_cards_first(hub: &Hub) {
     assert!(db.customer("C1").await.expect("read").is_none());
     assert!(db.card("nfc:01").await.expect("read").is_none());
     assert!(db.card("nfc:03").await.expect("read").is_some());
+    assert!(db.registration("C1").await.expect("read").is_none());
 
     for (entity, key) in [
         (Entity::Customer, "C1"),
         (Entity::Card, "nfc:09"),
         (Entity::Consultant, "E9"),
         (Entity::Broker, "B9"),
+        (Entity::Registration, "C1"),
     ] {
         let result = db.delete(entity, key).await;
         assert!(
@@ -865,7 +961,7 @@ async fn deleting_a_customer_tombstones_their_cards_first(hub: &Hub) {
         .await
         .expect("delete consultant");
     assert_eq!(
-        summaries(&all_changes(db, last).await)[3..],
+        summaries(&all_changes(db, last).await)[4..],
         [
             "delete card nfc:03",
             "delete broker B1",
@@ -983,6 +1079,7 @@ async fn an_import_is_all_or_nothing(hub: &Hub) {
             card("nfc:02", "C2", "active"),
         ],
         brokers: vec![broker("B1")],
+        registrations: vec![registration("C2", "B1")],
     };
     let mut phone_twice = good.clone();
     phone_twice
@@ -1003,6 +1100,15 @@ async fn an_import_is_all_or_nothing(hub: &Hub) {
             key: "C9".into()
         }
     );
+    let mut unknown_broker = good.clone();
+    unknown_broker.registrations.push(registration("C1", "B9"));
+    assert_eq!(
+        conflict(db.import(unknown_broker).await),
+        Conflict::Missing {
+            entity: "broker",
+            key: "B9".into()
+        }
+    );
     assert!(all_changes(db, 0).await.is_empty(), "nothing logged");
     assert!(db.customer("C1").await.expect("read").is_none());
     assert!(db.card("nfc:01").await.expect("read").is_none());
@@ -1016,7 +1122,8 @@ async fn an_import_is_all_or_nothing(hub: &Hub) {
             consultants: 2,
             customers: 2,
             cards: 2,
-            brokers: 1
+            brokers: 1,
+            registrations: 1,
         }
     );
     let changes = all_changes(db, 0).await;
@@ -1030,12 +1137,17 @@ async fn an_import_is_all_or_nothing(hub: &Hub) {
             "upsert card nfc:01",
             "upsert card nfc:02",
             "upsert broker B1",
+            "upsert registration C2",
         ]
     );
     assert_increasing(&changes);
     assert_eq!(
         db.customer("C2").await.expect("read"),
         Some(customer("C2", Some("13800000002"), Some("E2")))
+    );
+    assert_eq!(
+        db.registration("C2").await.expect("read"),
+        Some(registration("C2", "B1"))
     );
 }
 
@@ -1099,7 +1211,11 @@ async fn a_snapshot_round_trips_without_private_fields(hub: &Hub) {
     assert_eq!((head.cursor, head.entries), (0, 0));
 
     let customers = vec![
-        customer("C1", Some("13800000001"), Some("E1")),
+        HubCustomer {
+            source: Some("broker".into()),
+            last_follow_up: Some(time("2026-11-20T03:00:00.25Z")),
+            ..customer("C1", Some("13800000001"), Some("E1"))
+        },
         customer("C2", Some("13900000002"), None),
     ];
     db.import(RosterImport {
@@ -1114,6 +1230,10 @@ async fn a_snapshot_round_trips_without_private_fields(hub: &Hub) {
             },
         ],
         brokers: vec![broker("B1")],
+        registrations: vec![RegistrationEntry {
+            expires_at: None,
+            ..registration("C1", "B1")
+        }],
     })
     .await
     .expect("import");
@@ -1131,7 +1251,7 @@ async fn a_snapshot_round_trips_without_private_fields(hub: &Hub) {
     })
     .expect("read snapshot");
     assert_eq!(head.cursor, latest);
-    assert_eq!(head.entries, 7);
+    assert_eq!(head.entries, 8);
     assert_eq!(
         entries,
         vec![
@@ -1146,6 +1266,10 @@ async fn a_snapshot_round_trips_without_private_fields(hub: &Hub) {
             }),
             RosterEntry::Card(card("nfc:01", "C1", "active")),
             RosterEntry::Broker(broker("B1")),
+            RosterEntry::Registration(RegistrationEntry {
+                expires_at: None,
+                ..registration("C1", "B1")
+            }),
         ]
     );
     let text = crate::wire::gunzip(&snapshot, 1 << 20).expect("gunzip");
@@ -1183,6 +1307,10 @@ async fn day_report_counts_one_office_visit_per_customer(hub: &Hub) {
     let k2 = vec![
         at("k2", 1, Some("C1"), Outcome::Welcome, DAY),
         at("k2", 2, Some("C2"), Outcome::Welcome, DAY),
+        // A broker's customer confirmed at the door (确客) is an office visit too,
+        // and still one per customer per day.
+        at("k2", 3, Some("C4"), Outcome::BrokerConfirmed, DAY),
+        at("k2", 4, Some("C1"), Outcome::BrokerConfirmed, DAY),
     ];
     db.store_batch("k1", k1, received_at()).await.expect("k1");
     db.store_batch("k2", k2, received_at()).await.expect("k2");
@@ -1194,7 +1322,7 @@ async fn day_report_counts_one_office_visit_per_customer(hub: &Hub) {
         .expect("k3");
 
     let report = db.day_report(OFFICE, DAY).await.expect("report");
-    assert_eq!((report.records, report.office_visits), (6, 2));
+    assert_eq!((report.records, report.office_visits), (8, 3));
     let next_day = db.day_report(OFFICE, "2026-11-24").await.expect("report");
     assert_eq!((next_day.records, next_day.office_visits), (1, 1));
     let other = db.day_report("o2", DAY).await.expect("report");
@@ -1257,9 +1385,30 @@ async fn concurrent_roster_writers_keep_cursor_order(hub: &Hub) {
                 .expect("card");
         }
     };
+    // A kiosk's card bindings change the roster from inside its batches' transactions.
+    let kiosk = hub.another().await;
+    kiosk
+        .add_kiosk(KIOSK, OFFICE, "hash")
+        .await
+        .expect("add kiosk");
+    let bind = |db: HubDb| async move {
+        for seq in 1..=15u64 {
+            let phone = format!("1390000{seq:04}");
+            let bound = walk_in(seq, &format!("nfc:{seq:02X}"), &format!("w-{seq}"), &phone);
+            let reply = db
+                .store_batch(
+                    KIOSK,
+                    vec![record(Record::CardBinding(bound))],
+                    received_at(),
+                )
+                .await
+                .expect("store a binding");
+            assert_eq!(statuses(&reply), vec![ItemStatus::Inserted]);
+        }
+    };
     let finished = AtomicBool::new(false);
     let writers = async {
-        tokio::join!(write(hub.db.clone(), "a"), write(other, "b"));
+        tokio::join!(write(hub.db.clone(), "a"), write(other, "b"), bind(kiosk));
         finished.store(true, Ordering::SeqCst);
     };
     let paging = async {
@@ -1282,7 +1431,7 @@ async fn concurrent_roster_writers_keep_cursor_order(hub: &Hub) {
     };
     let ((), seen) = tokio::join!(writers, paging);
     let log = all_changes(&reader, 0).await;
-    assert_eq!(log.len(), 90);
+    assert_eq!(log.len(), 120);
     assert_increasing(&log);
     assert_eq!(
         summaries(&seen),
@@ -1314,7 +1463,7 @@ async fn a_newer_schema_is_refused_and_a_current_one_reopened(hub: &Hub) {
         conn.execute_batch(bump).expect("bump version");
     }
     match HubDb::open(&hub.target).await {
-        Err(HubStoreError::TooNew { found, supported }) => assert_eq!((found, supported), (99, 1)),
+        Err(HubStoreError::TooNew { found, supported }) => assert_eq!((found, supported), (99, 2)),
         other => panic!("expected TooNew, got {other:?}"),
     }
 }
@@ -1329,4 +1478,719 @@ async fn a_missing_postgres_fails_with_a_hint() {
     assert!(message.contains("PostgreSQL is running"), "{message}");
     assert!(message.contains("refused"), "the cause is shown: {message}");
     assert!(!message.contains("secret"), "{message}");
+}
+
+// --- schema ---
+
+/// A hub database written by the first release (schema 1), with data in every table
+/// that version 2 touches, is upgraded in place by opening it.
+async fn a_version_1_database_is_migrated_in_place(hub: &Hub) {
+    const V1_ROWS: &str = "
+        INSERT INTO consultants (id, name) VALUES ('E1', '李娜');
+        INSERT INTO customers (id, name, surname, title, tier, phone, consultant_id)
+            VALUES ('C1', '张伟明', '张', 'mr', 'gold', '13800000001', 'E1');
+        INSERT INTO cards (token, customer_id, status) VALUES ('nfc:01', 'C1', 'active');
+        INSERT INTO brokers (id, name) VALUES ('B1', '王芳');";
+    let log_row = serde_json::to_string(&RosterEntry::Customer(
+        customer("C1", Some("13800000001"), Some("E1")).kiosk_entry(),
+    ))
+    .expect("json");
+    let (target, _place) = if hub.is_postgres() {
+        let database = PgDatabase::create().await;
+        let client = admin_client(&database.url).await;
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+                 {}
+                 {V1_ROWS}
+                 INSERT INTO kiosks (id, office_id, token_hash, high_water) VALUES ('k1', 'o1', 'hash', 3);
+                 INSERT INTO roster_log (entity, key, body, changed_at)
+                     VALUES ('customer', 'C1', '{log_row}', now());",
+                super::postgres::SCHEMA_V1
+            ))
+            .await
+            .expect("write a version 1 database");
+        (
+            database.url.clone(),
+            Place::Postgres {
+                _database: database,
+            },
+        )
+    } else {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("hub.db");
+        let conn = rusqlite::Connection::open(&path).expect("create the file");
+        conn.execute_batch(&format!(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+             {}
+             {V1_ROWS}
+             INSERT INTO kiosks (id, office_id, token_hash, high_water, created_at)
+                 VALUES ('k1', 'o1', 'hash', 3, 0);
+             INSERT INTO roster_log (entity, key, body, changed_at)
+                 VALUES ('customer', 'C1', '{log_row}', 0);",
+            super::sqlite::SCHEMA_V1
+        ))
+        .expect("write a version 1 file");
+        drop(conn);
+        (
+            format!("sqlite:{}", path.display()),
+            Place::Sqlite { _dir: dir },
+        )
+    };
+
+    let db = HubDb::open(&target).await.expect("open and migrate");
+    assert_eq!(
+        db.customer("C1").await.expect("read"),
+        Some(customer("C1", Some("13800000001"), Some("E1"))),
+        "kept, with no source or follow-up yet"
+    );
+    assert_eq!(
+        db.card("nfc:01").await.expect("read"),
+        Some(card("nfc:01", "C1", "active"))
+    );
+    assert_eq!(
+        db.kiosk(KIOSK)
+            .await
+            .expect("read")
+            .expect("kept")
+            .high_water,
+        3
+    );
+    let old = all_changes(&db, 0).await;
+    assert_eq!(summaries(&old), vec!["upsert customer C1"]);
+
+    // What version 2 adds works on the migrated database.
+    db.upsert_registration(registration("C1", "B1"))
+        .await
+        .expect("registration");
+    db.upsert_customer(HubCustomer {
+        source: Some("broker".into()),
+        ..customer("C1", Some("13800000001"), Some("E1"))
+    })
+    .await
+    .expect("customer with a source");
+    assert_eq!(
+        db.delete(Entity::Broker, "B1").await.map_err(conflict_of),
+        Err(Some(Conflict::BrokerInUse {
+            id: "B1".into(),
+            registrations: 1
+        }))
+    );
+    assert_eq!(
+        summaries(&all_changes(&db, 0).await),
+        vec![
+            "upsert customer C1",
+            "upsert registration C1",
+            "upsert customer C1"
+        ]
+    );
+    let snapshot = db.roster_snapshot().await.expect("snapshot");
+    let head = read_snapshot(&snapshot[..], |_| Ok(())).expect("read snapshot");
+    assert_eq!(head.entries, 5);
+
+    // Opening again finds version 2 and changes nothing.
+    drop(db);
+    let again = HubDb::open(&target).await.expect("reopen");
+    assert_eq!(all_changes(&again, 0).await.len(), 3);
+}
+
+fn conflict_of(e: HubStoreError) -> Option<Conflict> {
+    match e {
+        HubStoreError::Conflict(c) => Some(c),
+        _ => None,
+    }
+}
+
+// --- reception: customers' source, registrations ---
+
+async fn customers_carry_source_and_last_follow_up_to_kiosks(hub: &Hub) {
+    let db = &hub.db;
+    db.upsert_consultant(consultant("E1", "李娜"))
+        .await
+        .expect("consultant");
+    let sent = HubCustomer {
+        source: Some("phone".into()),
+        // Nanoseconds: more than either database keeps.
+        last_follow_up: Some(time("2026-11-20T03:00:00.123456789Z")),
+        ..customer("C1", Some("13800000001"), Some("E1"))
+    };
+    let kept = HubCustomer {
+        last_follow_up: Some(time("2026-11-20T03:00:00.123456Z")),
+        ..sent.clone()
+    };
+    db.upsert_customer(sent.clone()).await.expect("customer");
+    db.upsert_customer(sent.clone()).await.expect("again");
+    assert_eq!(db.customer("C1").await.expect("read"), Some(kept.clone()));
+
+    let changes = all_changes(db, 0).await;
+    assert_eq!(
+        summaries(&changes),
+        vec!["upsert consultant E1", "upsert customer C1"],
+        "an unchanged customer is not logged again"
+    );
+    let RosterOp::Upsert {
+        entry: RosterEntry::Customer(entry),
+    } = &changes[1].op
+    else {
+        panic!("a customer upsert: {:?}", changes[1])
+    };
+    assert_eq!(entry.source.as_deref(), Some("phone"));
+    assert_eq!(entry.last_follow_up, kept.last_follow_up);
+
+    // A new follow-up alone is a change the kiosks need.
+    let followed_up = HubCustomer {
+        last_follow_up: Some(time("2026-11-22T08:00:00Z")),
+        ..kept.clone()
+    };
+    db.upsert_customer(followed_up.clone())
+        .await
+        .expect("follow-up");
+    let mut entries = Vec::new();
+    let snapshot = db.roster_snapshot().await.expect("snapshot");
+    read_snapshot(&snapshot[..], |e| {
+        entries.push(e);
+        Ok(())
+    })
+    .expect("read snapshot");
+    assert_eq!(
+        entries[1],
+        RosterEntry::Customer(followed_up.kiosk_entry()),
+        "the snapshot says what the log said"
+    );
+    assert_eq!(all_changes(db, 0).await.len(), 3);
+}
+
+async fn registrations_are_checked_logged_and_tombstoned(hub: &Hub) {
+    let db = &hub.db;
+    db.import(RosterImport {
+        customers: vec![customer("C1", None, None), customer("C2", None, None)],
+        cards: vec![card("nfc:01", "C1", "active")],
+        brokers: vec![broker("B1"), broker("B2")],
+        ..RosterImport::default()
+    })
+    .await
+    .expect("import");
+    let start = all_changes(db, 0).await.last().expect("changes").cursor;
+
+    assert_eq!(
+        conflict(db.upsert_registration(registration("C9", "B1")).await),
+        Conflict::Missing {
+            entity: "customer",
+            key: "C9".into()
+        }
+    );
+    assert_eq!(
+        conflict(db.upsert_registration(registration("C1", "B9")).await),
+        Conflict::Missing {
+            entity: "broker",
+            key: "B9".into()
+        }
+    );
+    db.upsert_registration(registration("C1", "B1"))
+        .await
+        .expect("register");
+    db.upsert_registration(registration("C1", "B1"))
+        .await
+        .expect("the same again");
+    // One live claim per customer: another broker's report replaces the first.
+    let replaced = RegistrationEntry {
+        expires_at: None,
+        ..registration("C1", "B2")
+    };
+    db.upsert_registration(replaced.clone())
+        .await
+        .expect("replace");
+    assert_eq!(
+        db.registration("C1").await.expect("read"),
+        Some(replaced.clone())
+    );
+    assert_eq!(db.registration("C2").await.expect("read"), None);
+
+    assert_eq!(
+        conflict(db.delete(Entity::Broker, "B2").await),
+        Conflict::BrokerInUse {
+            id: "B2".into(),
+            registrations: 1
+        }
+    );
+    db.delete(Entity::Broker, "B1")
+        .await
+        .expect("B1 holds nothing now");
+    assert!(matches!(
+        db.delete(Entity::Registration, "C2").await,
+        Err(HubStoreError::NotFound {
+            entity: "registration",
+            ..
+        })
+    ));
+    db.upsert_registration(registration("C2", "B2"))
+        .await
+        .expect("register C2");
+    db.delete(Entity::Registration, "C2").await.expect("delete");
+    assert_eq!(db.registration("C2").await.expect("read"), None);
+    db.delete(Entity::Customer, "C1")
+        .await
+        .expect("delete the customer");
+    db.delete(Entity::Broker, "B2")
+        .await
+        .expect("B2 holds nothing now");
+
+    let changes = all_changes(db, start).await;
+    assert_eq!(
+        summaries(&changes),
+        vec![
+            "upsert registration C1",
+            "upsert registration C1",
+            "delete broker B1",
+            "upsert registration C2",
+            "delete registration C2",
+            "delete card nfc:01",
+            "delete registration C1",
+            "delete customer C1",
+            "delete broker B2",
+        ]
+    );
+    assert_eq!(
+        changes[1].op,
+        RosterOp::Upsert {
+            entry: RosterEntry::Registration(replaced)
+        }
+    );
+}
+
+// --- reception: card bindings and revocations from kiosks ---
+
+async fn a_walk_in_binding_creates_the_customer_card_and_consent(hub: &Hub) {
+    let db = &hub.db;
+    db.add_kiosk(KIOSK, OFFICE, "hash")
+        .await
+        .expect("add kiosk");
+    db.upsert_consultant(consultant("E1", "李娜"))
+        .await
+        .expect("consultant");
+    let start = all_changes(db, 0).await.last().expect("changes").cursor;
+    let bound = walk_in(1, "nfc:04AA", "w-1", "+86 139 0000 0001");
+    let line = record(Record::CardBinding(bound.clone()));
+
+    let reply = store(db, vec![line.clone()]).await;
+    assert_eq!(statuses(&reply), vec![ItemStatus::Inserted]);
+    assert_eq!(reply.high_water, 1);
+    let walk_in_customer = HubCustomer {
+        id: "w-1".into(),
+        name: Some("李小龙".into()),
+        surname: "李".into(),
+        title: "mr".into(),
+        tier: "normal".into(),
+        phone: Some("13900000001".into()),
+        consultant_id: Some("E1".into()),
+        source: Some("walk_in".into()),
+        last_follow_up: Some(bound.bound_at),
+    };
+    assert_eq!(
+        db.customer("w-1").await.expect("read"),
+        Some(walk_in_customer.clone())
+    );
+    assert_eq!(
+        db.card("nfc:04AA").await.expect("read"),
+        Some(card("nfc:04AA", "w-1", "active"))
+    );
+    let consent = StoredConsent {
+        record_id: bound.id,
+        customer_id: "w-1".into(),
+        kiosk_id: KIOSK.into(),
+        notice_version: "2026-01".into(),
+        given_at: time("2026-11-23T01:59:30Z"),
+    };
+    assert_eq!(
+        db.consents("w-1").await.expect("read"),
+        vec![consent.clone()]
+    );
+
+    // Every kiosk, the sender too, receives it as roster changes; never the phone or
+    // the full name.
+    let changes = all_changes(db, start).await;
+    assert_eq!(
+        summaries(&changes),
+        vec!["upsert customer w-1", "upsert card nfc:04AA"]
+    );
+    assert_eq!(
+        changes[0].op,
+        RosterOp::Upsert {
+            entry: RosterEntry::Customer(walk_in_customer.kiosk_entry())
+        }
+    );
+    let text = serde_json::to_string(&changes).expect("json");
+    assert!(
+        !text.contains("13900000001") && !text.contains("李小龙"),
+        "{text}"
+    );
+    // The record is kept as evidence, like a visit, and is not a visit of the day.
+    let stored = db.records(KIOSK, 0, 10).await.expect("records");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].kind, "card_binding");
+    let Incoming::Record { raw, .. } = &line else {
+        unreachable!("a record line")
+    };
+    assert_eq!(
+        stored[0].body,
+        serde_json::from_str::<serde_json::Value>(raw).expect("json")
+    );
+    assert_eq!(db.day_report(OFFICE, DAY).await.expect("report").records, 0);
+
+    // A replay is a duplicate and changes nothing.
+    let again = store(db, vec![line]).await;
+    assert_eq!(statuses(&again), vec![ItemStatus::Duplicate]);
+    assert_eq!(all_changes(db, start).await.len(), 2);
+    assert_eq!(db.consents("w-1").await.expect("read"), vec![consent]);
+
+    // A consultant the hub does not know is left out; the walk-in is still registered.
+    let mut stranger = walk_in(2, "nfc:04BB", "w-2", "13900000002");
+    if let Some(n) = &mut stranger.new_customer {
+        n.consultant_id = Some("E9".into());
+    }
+    let reply = store(db, vec![record(Record::CardBinding(stranger))]).await;
+    assert_eq!(statuses(&reply), vec![ItemStatus::Inserted]);
+    let w2 = db.customer("w-2").await.expect("read").expect("stored");
+    assert_eq!(w2.consultant_id, None);
+}
+
+async fn bindings_are_refused_with_a_code_naming_only_ids(hub: &Hub) {
+    let db = &hub.db;
+    db.add_kiosk(KIOSK, OFFICE, "hash")
+        .await
+        .expect("add kiosk");
+    db.import(RosterImport {
+        consultants: vec![consultant("E1", "李娜")],
+        customers: vec![
+            customer("C1", Some("13800000001"), Some("E1")),
+            customer("C2", None, None),
+        ],
+        cards: vec![
+            card("nfc:01", "C1", "active"),
+            card("nfc:02", "C1", "revoked"),
+        ],
+        ..RosterImport::default()
+    })
+    .await
+    .expect("import");
+    let start = all_changes(db, 0).await.last().expect("changes").cursor;
+
+    let mut other_person = walk_in(4, "nfc:05", "C2", "13700000000");
+    if let Some(n) = &mut other_person.new_customer {
+        n.surname = "王".into();
+    }
+    let mut same_person = walk_in(7, "nfc:06", "C1", "138 0000 0001");
+    if let Some(n) = &mut same_person.new_customer {
+        n.surname = "张".into();
+    }
+    let mut bad_source = walk_in(10, "nfc:07", "w-3", "13900000003");
+    if let Some(n) = &mut bad_source.new_customer {
+        n.source = "magazine".into();
+    }
+    let batch = vec![
+        record(Record::CardBinding(binding(1, "nfc:01", "C2"))),
+        record(Record::CardBinding(binding(2, "nfc:03", "C9"))),
+        record(Record::CardBinding(walk_in(
+            3,
+            "nfc:04",
+            "w-2",
+            "138-0000-0001",
+        ))),
+        record(Record::CardBinding(other_person)),
+        // Already theirs: accepted, nothing changes.
+        record(Record::CardBinding(binding(5, "nfc:01", "C1"))),
+        // A revoked card of another customer may be issued again.
+        record(Record::CardBinding(binding(6, "nfc:02", "C2"))),
+        // An existing customer id with the same details: bound to them.
+        record(Record::CardBinding(same_person)),
+        record(Record::CardBinding(binding(8, "nfc:zz", "C1"))),
+        record(Record::CardRevocation(revocation(9, "nfc:99", None))),
+        record(Record::CardBinding(bad_source)),
+    ];
+    let reply = store(db, batch).await;
+    use ItemStatus::{Inserted, Rejected};
+    assert_eq!(
+        statuses(&reply),
+        vec![
+            Rejected, Rejected, Rejected, Rejected, Inserted, Inserted, Inserted, Rejected,
+            Rejected, Rejected
+        ]
+    );
+    assert_eq!(reply.high_water, 10, "refused records hold their seq");
+    let reasons = reasons(&reply);
+    for (i, code, ids) in [
+        (0, "card_taken: ", &["nfc:01", "C1"][..]),
+        (1, "unknown_customer: ", &["C9"][..]),
+        (2, "phone_taken: ", &["C1"][..]),
+        (3, "customer_exists: ", &["C2"][..]),
+        (7, "invalid: ", &["card"][..]),
+        (8, "unknown_card: ", &["nfc:99"][..]),
+        (9, "invalid: ", &["source", "magazine"][..]),
+    ] {
+        assert!(reasons[i].starts_with(code), "{i}: {}", reasons[i]);
+        for id in ids {
+            assert!(reasons[i].contains(id), "{i}: {}", reasons[i]);
+        }
+    }
+    // Never the phone, nor the holder's name.
+    for reason in &reasons {
+        assert!(
+            !reason.contains("13800000001") && !reason.contains("0001") && !reason.contains('张'),
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        db.rejects(KIOSK)
+            .await
+            .expect("rejects")
+            .iter()
+            .map(|r| (r.seq, r.reason.clone()))
+            .collect::<Vec<_>>(),
+        [0, 1, 2, 3, 7, 8, 9]
+            .iter()
+            .map(|&i| (Some(i as u64 + 1), reasons[i].clone()))
+            .collect::<Vec<_>>()
+    );
+
+    assert_eq!(
+        summaries(&all_changes(db, start).await),
+        vec!["upsert card nfc:02", "upsert card nfc:06"]
+    );
+    assert_eq!(
+        db.card("nfc:02").await.expect("read"),
+        Some(card("nfc:02", "C2", "active"))
+    );
+    assert_eq!(
+        db.card("nfc:01").await.expect("read"),
+        Some(card("nfc:01", "C1", "active"))
+    );
+    assert_eq!(db.card("nfc:04").await.expect("read"), None);
+    assert_eq!(db.customer("w-2").await.expect("read"), None);
+    assert_eq!(
+        db.customer("C2").await.expect("read"),
+        Some(customer("C2", None, None)),
+        "a refused walk-in changes nobody"
+    );
+    assert_eq!(db.consents("C1").await.expect("read").len(), 1);
+    assert!(db.consents("w-2").await.expect("read").is_empty());
+    let kinds: Vec<String> = db
+        .records(KIOSK, 0, 20)
+        .await
+        .expect("records")
+        .into_iter()
+        .map(|r| format!("{} {}", r.seq, r.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["5 card_binding", "6 card_binding", "7 card_binding"]
+    );
+}
+
+/// A kiosk that lost the answer sends the batch again: what was refused stays refused
+/// with the same reason, even when the conflict is gone by then, and nothing is applied.
+async fn a_refused_binding_is_answered_the_same_when_sent_again(hub: &Hub) {
+    let db = &hub.db;
+    db.add_kiosk(KIOSK, OFFICE, "hash")
+        .await
+        .expect("add kiosk");
+    db.import(RosterImport {
+        customers: vec![customer("C1", None, None), customer("C2", None, None)],
+        cards: vec![card("nfc:01", "C1", "active")],
+        ..RosterImport::default()
+    })
+    .await
+    .expect("import");
+    let batch = vec![
+        record(Record::CardBinding(binding(1, "nfc:01", "C2"))),
+        record(Record::CardBinding(binding(2, "nfc:02", "C2"))),
+    ];
+    let first = store(db, batch.clone()).await;
+    assert_eq!(
+        statuses(&first),
+        vec![ItemStatus::Rejected, ItemStatus::Inserted]
+    );
+    let logged = all_changes(db, 0).await.len();
+
+    db.upsert_card(card("nfc:01", "C1", "revoked"))
+        .await
+        .expect("the conflict goes away");
+    let again = store(db, batch).await;
+    assert_eq!(
+        statuses(&again),
+        vec![ItemStatus::Rejected, ItemStatus::Duplicate]
+    );
+    assert_eq!(reasons(&again)[0], reasons(&first)[0]);
+    assert_eq!(
+        db.card("nfc:01").await.expect("read"),
+        Some(card("nfc:01", "C1", "revoked")),
+        "the refused binding was not applied on its retry"
+    );
+    assert_eq!(all_changes(db, 0).await.len(), logged + 1);
+    assert_eq!(db.rejects(KIOSK).await.expect("rejects").len(), 1);
+    // The same card bound anew (a new record) now goes through.
+    let reply = store(
+        db,
+        vec![record(Record::CardBinding(binding(3, "nfc:01", "C2")))],
+    )
+    .await;
+    assert_eq!(statuses(&reply), vec![ItemStatus::Inserted]);
+    assert_eq!(reply.high_water, 3);
+}
+
+async fn a_revocation_revokes_the_card_or_names_it_unknown(hub: &Hub) {
+    let db = &hub.db;
+    db.add_kiosk(KIOSK, OFFICE, "hash")
+        .await
+        .expect("add kiosk");
+    db.import(RosterImport {
+        customers: vec![customer("C1", None, None), customer("C2", None, None)],
+        cards: vec![CardEntry {
+            note: Some("issued 2026-10".into()),
+            ..card("nfc:01", "C1", "active")
+        }],
+        ..RosterImport::default()
+    })
+    .await
+    .expect("import");
+    let start = all_changes(db, 0).await.last().expect("changes").cursor;
+    let lost = record(Record::CardRevocation(revocation(
+        1,
+        "nfc:01",
+        Some("lost"),
+    )));
+    let reply = store(db, vec![lost.clone()]).await;
+    assert_eq!(statuses(&reply), vec![ItemStatus::Inserted]);
+    let revoked = CardEntry {
+        note: Some("lost".into()),
+        ..card("nfc:01", "C1", "revoked")
+    };
+    assert_eq!(
+        db.card("nfc:01").await.expect("read"),
+        Some(revoked.clone())
+    );
+    assert_eq!(
+        store(db, vec![lost]).await.items[0].status,
+        ItemStatus::Duplicate
+    );
+    // Revoked again without a reason: the note stays, nothing to log.
+    let reply = store(
+        db,
+        vec![record(Record::CardRevocation(revocation(
+            2, "nfc:01", None,
+        )))],
+    )
+    .await;
+    assert_eq!(statuses(&reply), vec![ItemStatus::Inserted]);
+    let changes = all_changes(db, start).await;
+    assert_eq!(summaries(&changes), vec!["upsert card nfc:01"]);
+    assert_eq!(
+        changes[0].op,
+        RosterOp::Upsert {
+            entry: RosterEntry::Card(revoked)
+        }
+    );
+    // The revoked card may go to someone else now.
+    let reply = store(
+        db,
+        vec![record(Record::CardBinding(binding(3, "nfc:01", "C2")))],
+    )
+    .await;
+    assert_eq!(statuses(&reply), vec![ItemStatus::Inserted]);
+    assert_eq!(
+        db.card("nfc:01").await.expect("read"),
+        Some(card("nfc:01", "C2", "active"))
+    );
+    let reply = store(
+        db,
+        vec![record(Record::CardRevocation(revocation(
+            4, "nfc:77", None,
+        )))],
+    )
+    .await;
+    assert!(
+        reasons(&reply)[0].starts_with("unknown_card: card nfc:77"),
+        "{:?}",
+        reasons(&reply)
+    );
+    assert_eq!(reply.high_water, 4);
+}
+
+async fn a_batch_takes_visits_and_roster_records_in_order(hub: &Hub) {
+    let db = &hub.db;
+    db.add_kiosk(KIOSK, OFFICE, "hash")
+        .await
+        .expect("add kiosk");
+    let first = line(visit(KIOSK, 1));
+    let bound = record(Record::CardBinding(walk_in(
+        2,
+        "nfc:10",
+        "w-3",
+        "13900000003",
+    )));
+    let mut greeted = visit(KIOSK, 3);
+    greeted.card = Some("nfc:10".into());
+    greeted.customer_id = Some("w-3".into());
+    let batch = vec![
+        first.clone(),
+        bound.clone(),
+        line(greeted),
+        record(Record::CardRevocation(revocation(
+            4,
+            "nfc:10",
+            Some("lost"),
+        ))),
+        line(visit(KIOSK, 5)),
+        first,
+        bound,
+    ];
+    let reply = store(db, batch.clone()).await;
+    use ItemStatus::{Duplicate, Inserted};
+    assert_eq!(
+        statuses(&reply),
+        vec![
+            Inserted, Inserted, Inserted, Inserted, Inserted, Duplicate, Duplicate
+        ]
+    );
+    assert_eq!(reply.high_water, 5);
+    let kinds: Vec<String> = db
+        .records(KIOSK, 0, 10)
+        .await
+        .expect("records")
+        .into_iter()
+        .map(|r| r.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["visit", "card_binding", "visit", "card_revocation", "visit"]
+    );
+    assert_eq!(
+        db.card("nfc:10").await.expect("read").map(|c| c.status),
+        Some("revoked".into())
+    );
+    assert_eq!(
+        summaries(&all_changes(db, 0).await),
+        vec![
+            "upsert customer w-3",
+            "upsert card nfc:10",
+            "upsert card nfc:10"
+        ]
+    );
+    // The whole batch again: all duplicates, nothing applied twice.
+    let again = store(db, batch).await;
+    assert!(statuses(&again).iter().all(|s| *s == Duplicate));
+    assert_eq!(all_changes(db, 0).await.len(), 3);
+
+    // A binding claiming a seq a visit holds is kept as a reject, not applied.
+    let usurper = store(
+        db,
+        vec![record(Record::CardBinding(binding(3, "nfc:11", "w-3")))],
+    )
+    .await;
+    assert_eq!(statuses(&usurper), vec![ItemStatus::Rejected]);
+    assert!(
+        reasons(&usurper)[0].contains("seq 3 of kiosk k1 is already held"),
+        "{:?}",
+        reasons(&usurper)
+    );
+    assert_eq!(db.card("nfc:11").await.expect("read"), None);
 }
