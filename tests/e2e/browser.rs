@@ -372,6 +372,21 @@ async fn the_console_shows_visits_live_and_moves_the_rotation() {
     assert!(cells[4].starts_with("陈晨"), "{cells:?}");
     assert_eq!(cells[5], "手持机 pda-1", "{cells:?}");
 
+    // 陈晨's alert for her visitor waits for acknowledgement, and is acknowledged here.
+    page.wait_for(
+        "the alert for 陈晨",
+        "[...document.querySelectorAll('#alerts li')].some(li => li.textContent.includes('王女士') && li.textContent.includes('陈晨'))",
+        WAIT,
+    )
+    .await;
+    page.click("#alerts li button").await;
+    page.wait_for(
+        "no alert waiting",
+        "document.querySelectorAll('#alerts li').length === 0 && !document.getElementById('alerts-empty').hidden",
+        WAIT,
+    )
+    .await;
+
     post_card(&kiosk, &pda, "nfc:04C0FFEE000001").await;
     page.wait_for(
         "the unknown card's row",
