@@ -82,6 +82,21 @@ async fn post_json(kiosk: &Running, path: &str, token: &str, body: Value) -> (u1
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Puts consultants on duty (a desk device may act for anyone): with the reception rules,
+/// a customer is received by their own consultant only while they are on duty.
+async fn on_duty(kiosk: &Running, token: &str, ids: &[&str]) {
+    for id in ids {
+        let (status, body) = post_json(
+            kiosk,
+            "/api/v1/rotation/check-in",
+            token,
+            json!({"consultant_id": id}),
+        )
+        .await;
+        assert_eq!(status, 200, "check-in {id}: {body}");
+    }
+}
+
 /// The screen has loaded its settings and its event stream is open.
 async fn screen_ready(page: &Page) {
     page.wait_for(
@@ -173,7 +188,9 @@ async fn the_screen_greets_a_tapped_member_masked_and_sends_an_unknown_card_to_r
         reader.name
     ));
     std::fs::write(dir.path().join("logo.svg"), LOGO).expect("write logo");
+    let desk = add_device(&dir, "desk");
     let kiosk = dir.start();
+    on_duty(&kiosk, &desk, &["E01"]).await;
     let mut events = SseClient::connect(&kiosk.url("/api/v1/events")).await;
     events
         .wait_for("reader", WAIT, |d| {
@@ -487,16 +504,7 @@ async fn the_console_shows_a_consultant_taking_a_visitor_in_the_rotation() {
     let staff = add_staff_device(&dir, "desk");
     let pda = add_device(&dir, "pda-1");
     let kiosk = dir.start();
-    for id in ["E01", "E02"] {
-        let (status, body) = post_json(
-            &kiosk,
-            "/api/v1/rotation/check-in",
-            &pda,
-            json!({"consultant_id": id}),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-    }
+    on_duty(&kiosk, &pda, &["E01", "E02"]).await;
     let page = browser().open(1280, 800, &kiosk.url("/console")).await;
     sign_in(&page, &staff).await;
     assert_eq!(
@@ -615,6 +623,7 @@ async fn console_endpoints_need_a_staff_token_and_count_and_export_the_visits() 
     let staff = add_staff_device(&dir, "desk");
     let pda = add_device(&dir, "pda-1");
     let kiosk = dir.start();
+    on_duty(&kiosk, &pda, &["E01", "E02"]).await;
     post_card(&kiosk, &pda, "nfc:04A1B2C3D4E5F6").await;
     post_card(&kiosk, &pda, "nfc:04112233445566").await;
     post_card(&kiosk, &pda, "nfc:04C0FFEE000001").await;
