@@ -283,6 +283,11 @@ fn bad_request(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
+/// Well-formed dates that make no range (backwards, too long, before the calendar).
+fn bad_range(message: String) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_range", message)
+}
+
 /// An office day given as a parameter, or today.
 fn parse_day(key: &str, value: Option<&str>, today: &str) -> Result<jiff::civil::Date, ApiError> {
     let text = value.unwrap_or(today);
@@ -357,6 +362,7 @@ pub(crate) struct DayCount {
         (status = 400, description = "A parameter is malformed or unknown", body = ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
         (status = 403, description = "A handheld's token: this needs a staff device", body = ErrorBody),
+        (status = 422, description = "The day is too early for a 30-day chart", body = ErrorBody),
         (status = 503, description = "The database is not available", body = ErrorBody),
     ))]
 async fn stats(
@@ -372,7 +378,7 @@ async fn stats(
     let day = parse_day("day", q.day.as_deref(), &s.db.today())?;
     let first_day = day
         .checked_sub(jiff::Span::new().days(TREND_DAYS - 1))
-        .map_err(|_| bad_request(format!("day {day} is too early; write a recent date")))?;
+        .map_err(|_| bad_range(format!("day {day} is too early; write a recent date")))?;
     let tz = s.db.time_zone().clone();
     let stats =
         s.db.with(move |c| read_stats(c, day, first_day, &tz))
@@ -541,9 +547,10 @@ const CSV_HEADER: [&str; 20] = [
     security(("bearerAuth" = [])),
     responses(
         (status = 200, description = "The visits as CSV, one row per stored tap, with a header row", content_type = "text/csv", body = String),
-        (status = 400, description = "A date is malformed, `to` is before `from`, or the range is over 366 days", body = ErrorBody),
+        (status = 400, description = "A date is malformed, or a parameter unknown", body = ErrorBody),
         (status = 401, description = "No token, or an unknown or revoked one", body = ErrorBody),
         (status = 403, description = "A handheld's token: this needs a staff device", body = ErrorBody),
+        (status = 422, description = "`to` is before `from`, or the range is over 366 days", body = ErrorBody),
         (status = 503, description = "The database is not available", body = ErrorBody),
     ))]
 async fn visits_csv(
@@ -566,7 +573,7 @@ async fn visits_csv(
         None => from,
     };
     if to < from {
-        return Err(bad_request(format!(
+        return Err(bad_range(format!(
             "to {to} is before from {from}; give the earlier day as from"
         )));
     }
@@ -575,7 +582,7 @@ async fn visits_csv(
         .map(|span| span.get_days())
         .unwrap_or(i32::MAX);
     if days >= CSV_MAX_DAYS {
-        return Err(bad_request(format!(
+        return Err(bad_range(format!(
             "{from} to {to} is more than {CSV_MAX_DAYS} days; export a year at a time"
         )));
     }
