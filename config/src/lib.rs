@@ -25,6 +25,52 @@ pub struct Config {
     pub sync: Option<SyncConfig>,
     /// `[[notify.webhook]]` entries, in file order; empty when none.
     pub webhooks: Vec<WebhookConfig>,
+    /// `[screen]`: how the kiosk screen speaks and how long it greets.
+    pub screen: ScreenConfig,
+}
+
+/// The `[screen]` section: the kiosk screen's language, logo and greeting time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScreenConfig {
+    pub language: ScreenLanguage,
+    /// An image shown on the idle screen (PNG, JPEG, SVG or WebP), read when the kiosk
+    /// starts; relative to the config file's folder.
+    pub logo: Option<PathBuf>,
+    /// How long a greeting stays before the screen returns to idle.
+    pub greeting_duration: Duration,
+}
+
+impl ScreenConfig {
+    /// Every key at its default.
+    pub fn defaults() -> ScreenConfig {
+        ScreenConfig {
+            language: ScreenLanguage::Both,
+            logo: None,
+            greeting_duration: DEFAULT_GREETING_DURATION,
+        }
+    }
+}
+
+/// The default of `screen.greeting_duration`.
+pub const DEFAULT_GREETING_DURATION: Duration = Duration::from_secs(8);
+
+/// Which language the kiosk screen speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScreenLanguage {
+    Zh,
+    En,
+    /// Chinese first and large, English beneath it.
+    Both,
+}
+
+impl ScreenLanguage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScreenLanguage::Zh => "zh",
+            ScreenLanguage::En => "en",
+            ScreenLanguage::Both => "both",
+        }
+    }
 }
 
 /// One `[[notify.webhook]]`: where welcome alerts are posted, in which body format.
@@ -441,22 +487,33 @@ impl Config {
             Some(t) => parse_notify(Section::new("notify", t), base_dir, &mut p),
             None => Some(Vec::new()),
         };
+        let screen = match root.table("screen", &mut p, false) {
+            Some(t) => parse_screen(Section::new("screen", t), base_dir, &mut p),
+            None => Some(ScreenConfig::defaults()),
+        };
         if let Some(readers) = &readers {
             check_serial_readers(readers, &mut p);
         }
-        root.finish(&["kiosk", "reader", "reception", "sync", "notify"], &mut p);
-        match (kiosk, readers, reception, sync, webhooks) {
-            (Some(kiosk), Some(readers), Some(reception), Some(sync), Some(webhooks))
-                if p.0.is_empty() =>
-            {
-                Ok(Config {
-                    kiosk,
-                    readers,
-                    reception,
-                    sync,
-                    webhooks,
-                })
-            }
+        root.finish(
+            &["kiosk", "reader", "reception", "sync", "notify", "screen"],
+            &mut p,
+        );
+        match (kiosk, readers, reception, sync, webhooks, screen) {
+            (
+                Some(kiosk),
+                Some(readers),
+                Some(reception),
+                Some(sync),
+                Some(webhooks),
+                Some(screen),
+            ) if p.0.is_empty() => Ok(Config {
+                kiosk,
+                readers,
+                reception,
+                sync,
+                webhooks,
+                screen,
+            }),
             _ => Err(p.0),
         }
     }
@@ -759,6 +816,54 @@ fn parse_hub(mut s: Section<'_>, base_dir: &Path, p: &mut Problems) -> Option<Hu
         database: database?,
         roster_retention: roster_retention?,
         max_concurrent_uploads: usize::try_from(uploads?).ok()?,
+    })
+}
+
+fn parse_screen(mut s: Section<'_>, base_dir: &Path, p: &mut Problems) -> Option<ScreenConfig> {
+    let language = match s.optional_str("language", p) {
+        None => (!s.table.contains_key("language")).then_some(ScreenLanguage::Both),
+        Some(v) => {
+            let parsed = match v {
+                "zh" => Ok(ScreenLanguage::Zh),
+                "en" => Ok(ScreenLanguage::En),
+                "both" => Ok(ScreenLanguage::Both),
+                other => Err(format!(
+                    "unknown language {other:?}; write \"zh\" (Chinese), \"en\" (English) or \"both\""
+                )),
+            };
+            s.check("language", parsed, p)
+        }
+    };
+    let logo = match s.optional_str("logo", p) {
+        None => (!s.table.contains_key("logo")).then_some(None),
+        Some(v) => {
+            let parsed = file_path(v, base_dir, "\"/etc/kiosk/logo.png\"").and_then(|path| {
+                let ext = path
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .map(str::to_ascii_lowercase);
+                match ext.as_deref() {
+                    Some("png" | "jpg" | "jpeg" | "svg" | "webp") => Ok(path),
+                    _ => Err(format!(
+                        "{v:?} is not a PNG, JPEG, SVG or WebP file; the name must end in .png, .jpg, .svg or .webp"
+                    )),
+                }
+            });
+            s.check("logo", parsed, p).map(Some)
+        }
+    };
+    let greeting_duration = s.duration_in(
+        "greeting_duration",
+        Duration::from_secs(2),
+        Duration::from_secs(600),
+        DEFAULT_GREETING_DURATION,
+        p,
+    );
+    s.finish(&["language", "logo", "greeting_duration"], p);
+    Some(ScreenConfig {
+        language: language?,
+        logo: logo?,
+        greeting_duration: greeting_duration?,
     })
 }
 
@@ -1594,6 +1699,22 @@ same_card_cooldown = "5s"
         assert_eq!(cfg.kiosk.office_name, "o");
         assert!(cfg.readers.is_empty());
         assert_eq!(cfg.reception.same_card_cooldown, DEFAULT_SAME_CARD_COOLDOWN);
+        assert_eq!(cfg.screen, ScreenConfig::defaults());
+    }
+
+    #[test]
+    fn a_screen_section_becomes_typed_config() {
+        let text = "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n\
+                    [screen]\nlanguage='zh'\nlogo='brand/logo.SVG'\ngreeting_duration='12s'\n";
+        let cfg = Config::parse(text, Path::new("/etc/kiosk")).expect("valid");
+        assert_eq!(
+            cfg.screen,
+            ScreenConfig {
+                language: ScreenLanguage::Zh,
+                logo: Some(PathBuf::from("/etc/kiosk/brand/logo.SVG")),
+                greeting_duration: Duration::from_secs(12),
+            }
+        );
     }
 
     #[test]
@@ -1651,6 +1772,19 @@ same_card_cooldown = "5s"
                 ],
             ),
             ("", &["kiosk: section [kiosk] is missing"]),
+            (
+                "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[screen]\nlanguage='fr'\nlogo='logo.gif'\ngreeting_duration='1s'\ncolour='red'\n",
+                &[
+                    "screen.language: unknown language \"fr\"; write \"zh\" (Chinese), \"en\" (English) or \"both\"",
+                    "screen.logo: \"logo.gif\" is not a PNG, JPEG, SVG or WebP file",
+                    "screen.greeting_duration: \"1s\" is outside 2s to 10m",
+                    "screen.colour: unknown key; known keys here: language, logo, greeting_duration",
+                ],
+            ),
+            (
+                "screen='big'\n[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n",
+                &["screen: must be a section [screen], found string"],
+            ),
             (
                 "[kiosk]\nid = 'k'\n",
                 &[

@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::handler::Handler;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, Stream, StreamExt};
@@ -30,9 +30,6 @@ use crate::handheld::{self, RateLimiter};
 use crate::rotation;
 use crate::store::{ReadDb, Recorded, StoreError, VisitView, Writer};
 use crate::sync_side::SyncStatus;
-
-/// The kiosk screen, embedded so the kiosk works with no network at all.
-const SCREEN_HTML: &str = include_str!("../assets/screen.html");
 
 /// Shared state of the HTTP handlers.
 #[derive(Debug, Clone)]
@@ -102,6 +99,8 @@ pub struct KioskInfo {
     pub reader_patterns: Vec<String>,
     /// `reception.privacy_notice_version`: the notice a walk-in consents to at card issuing.
     pub privacy_notice_version: String,
+    /// `[screen]`: language, greeting time, logo.
+    pub screen: crate::console::ScreenSettings,
 }
 
 /// Live reader and service state, updated by the reception loop.
@@ -406,6 +405,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/status", "get"),
     ("/metrics", "get"),
     ("/api/v1/openapi.json", "get"),
+    // The console's (console.rs); its `/assets/{file}` are static files, left out.
+    ("/console", "get"),
+    ("/api/v1/screen", "get"),
+    ("/api/v1/stats", "get"),
+    ("/api/v1/visits.csv", "get"),
+    ("/api/v1/consultants", "get"),
+    ("/api/v1/system", "get"),
 ];
 
 /// Builds the router; serving it is the caller's business, so tests can drive it directly.
@@ -450,6 +456,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/openapi.json", get(crate::openapi::serve))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -467,8 +474,8 @@ where
 /// The kiosk screen (HTML), shown full-screen on the kiosk.
 #[utoipa::path(get, path = "/", tag = "screen",
     responses((status = 200, description = "The kiosk screen's page", content_type = "text/html", body = String)))]
-async fn screen() -> impl IntoResponse {
-    ([(header::CACHE_CONTROL, "no-cache")], Html(SCREEN_HTML))
+async fn screen() -> Response {
+    crate::console::page("screen.html")
 }
 
 async fn not_found() -> ApiError {

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::alerts::{Alerts, Policy, WallClock};
 use crate::api::{self, ApiState, Board, Greeting, KioskInfo, PublicEvent};
+use crate::console::ScreenSettings;
 use crate::handheld::{RATE_BURST, RATE_PER_SECOND, RateLimiter};
 use crate::store::{Identity, ReadDb, Store, StoreError, TapInput, Writer};
 use crate::sync_side::SyncSide;
@@ -62,6 +63,10 @@ impl App {
         })
         .await
         .context("the store's opening task failed")??;
+        let screen_cfg = config.screen.clone();
+        let screen = tokio::task::spawn_blocking(move || ScreenSettings::load(&screen_cfg))
+            .await
+            .context("reading the screen's logo failed")??;
         let (writer, writer_thread) =
             Writer::spawn(store).context("cannot start the store's writer thread")?;
         let listener = TcpListener::bind(k.listen).await.with_context(|| {
@@ -128,6 +133,7 @@ impl App {
                 data_dir: k.data_dir.clone(),
                 reader_patterns: pcsc_patterns(&config),
                 privacy_notice_version: config.reception.privacy_notice_version.clone(),
+                screen,
             }),
             db,
             board,

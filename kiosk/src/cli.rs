@@ -362,7 +362,7 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Runs the daemon until SIGTERM or Ctrl-C.
 fn serve(config: Config, extras: Extras) -> anyhow::Result<()> {
     let rt = runtime()?;
-    let result = rt.block_on(serve_async(config, extras, None));
+    let result = rt.block_on(serve_async(config, extras, None, None));
     // Never wait forever for a blocking task at exit: the daemon must stop.
     rt.shutdown_timeout(Duration::from_secs(2));
     result
@@ -374,6 +374,7 @@ async fn serve_async(
     config: Config,
     extras: Extras,
     demo_hub: Option<std::net::SocketAddr>,
+    demo_console_token: Option<String>,
 ) -> anyhow::Result<()> {
     let app = App::build(config, extras).await?;
     let addr = app.local_addr()?;
@@ -381,6 +382,9 @@ async fn serve_async(
     println!("kiosk listening on http://{addr}/");
     if let Some(hub) = demo_hub {
         println!("Kiosk screen:  http://{addr}/");
+        if let Some(token) = &demo_console_token {
+            println!("Staff console: http://{addr}/console  (sign in with {token})");
+        }
         println!("Status (JSON): http://{addr}/api/v1/status");
         println!("Visits (JSON): http://{addr}/api/v1/visits");
         println!("Metrics:       http://{addr}/metrics");
@@ -492,7 +496,31 @@ fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>, every: u64) -> 
             .map_err(|p| anyhow::anyhow!("demo config is invalid: {p:?}"))?;
         let hub_stop = CancellationToken::new();
         let hub_task = tokio::spawn(hub.run_until_stopped(hub_stop.clone()));
-        let result = serve_async(config, extras, Some(hub_addr)).await;
+        // A staff device for the console, new at every start: its token is printed
+        // beside the console's URL (this is a local demo, not a deployment).
+        let console_token = kiosk_sync::auth::new_token();
+        let (dir, hash, tz) = (
+            config.kiosk.data_dir.clone(),
+            kiosk_sync::auth::hash(&console_token),
+            config.kiosk.time_zone.clone(),
+        );
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let identity = Identity {
+                kiosk_id: "demo".into(),
+                office_id: "demo-office".into(),
+                time_zone: tz,
+            };
+            let mut store = Store::open(&dir, identity)?;
+            store.add_device(
+                &DeviceName::parse("demo-console")?,
+                DeviceRole::Staff,
+                None,
+                &hash,
+            )?;
+            Ok(())
+        })
+        .await??;
+        let result = serve_async(config, extras, Some(hub_addr), Some(console_token)).await;
         hub_stop.cancel();
         let _ = hub_task.await;
         result

@@ -5,6 +5,7 @@ pub mod api;
 pub mod app;
 pub mod cards;
 pub mod cli;
+pub mod console;
 pub mod devices;
 pub mod handheld;
 pub mod hub_cli;

@@ -15,6 +15,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use crate::alerts;
 use crate::api::{self, ErrorBody};
 use crate::cards::{self, BindBody, RevokeBody};
+use crate::console;
 use crate::handheld::{self, PostBody};
 use crate::rotation;
 
@@ -44,7 +45,13 @@ use crate::rotation;
         cards::changes,
         api::status,
         api::metrics_text,
-        serve
+        serve,
+        console::console,
+        console::screen_settings,
+        console::stats,
+        console::visits_csv,
+        console::consultants,
+        console::system
     ),
     components(schemas(ErrorBody, cards::NewCustomerBody)),
     modifiers(&BearerAuth)
@@ -347,6 +354,7 @@ mod tests {
                 data_dir: dir.path().to_owned(),
                 reader_patterns: Vec::new(),
                 privacy_notice_version: "1".into(),
+                screen: crate::console::ScreenSettings::defaults(),
             }),
             db,
             board: Board::default(),

@@ -945,14 +945,14 @@ fn find_customer(conn: &Connection, id: &str) -> Result<Option<CardRow>, rusqlit
     .optional()
 }
 
-const VISIT_COLUMNS: &str =
+pub(crate) const VISIT_COLUMNS: &str =
     "v.id, v.seq, v.source, v.method, v.card, v.outcome, v.reason, v.reason_detail, v.kind,
     c.id, c.surname, c.title, c.tier, k.id, k.name, v.office_day, v.device_time, v.recorded_at,
     v.broker_id, v.stand_in_for, v.public_pool";
-const VISIT_FROM: &str = "FROM visits v LEFT JOIN customers c ON c.id = v.customer_id
+pub(crate) const VISIT_FROM: &str = "FROM visits v LEFT JOIN customers c ON c.id = v.customer_id
     LEFT JOIN consultants k ON k.id = v.consultant_id";
 
-fn visit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VisitView> {
+pub(crate) fn visit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VisitView> {
     let id: String = r.get(0)?;
     let customer = match r.get::<_, Option<String>>(9)? {
         Some(cid) => Some(CustomerView {
@@ -1336,6 +1336,11 @@ impl ReadDb {
             .to_zoned(self.time_zone.clone())
             .date()
             .to_string()
+    }
+
+    /// The office's time zone, in which office days and hours are counted.
+    pub(crate) fn time_zone(&self) -> &jiff::tz::TimeZone {
+        &self.time_zone
     }
 
     /// Visits of one office day, newest first.

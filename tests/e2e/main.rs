@@ -1,6 +1,7 @@
 //! End-to-end tests through the real `kiosk` binary, a real pcscd with vpcd virtual readers, real HTTP and SQLite.
 
 mod alerts;
+mod browser;
 mod cards;
 mod devices;
 mod openapi;

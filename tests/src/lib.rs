@@ -1,5 +1,6 @@
-//! Test harness for end-to-end tests: a shared pcscd with virtual readers, vpcd cards, pty serial readers, kiosk and hub processes, a fault proxy, PostgreSQL databases, an SSE client.
+//! Test harness for end-to-end tests: a shared headless Chromium, a shared pcscd with virtual readers, vpcd cards, pty serial readers, kiosk and hub processes, a fault proxy, PostgreSQL databases, an SSE client.
 
+pub mod browser;
 pub mod hub;
 pub mod kiosk;
 pub mod pcscd;
