@@ -55,11 +55,11 @@ impl App {
         };
         // Opening may create folders, run the schema and fsync: not on a runtime worker.
         let (data_dir, tz) = (k.data_dir.clone(), k.time_zone.clone());
+        let periods = crate::reception::ProtectionPeriods::from_config(&config.reception);
         let (store, db) = tokio::task::spawn_blocking(move || {
-            Ok::<_, StoreError>((
-                Store::open(&data_dir, identity)?,
-                ReadDb::open(&data_dir, tz)?,
-            ))
+            let mut store = Store::open(&data_dir, identity)?;
+            store.set_protection_periods(periods);
+            Ok::<_, StoreError>((store, ReadDb::open(&data_dir, tz)?))
         })
         .await
         .context("the store's opening task failed")??;
@@ -416,7 +416,11 @@ async fn reception(
                 match result {
                     Ok(rec) => {
                         if let Some(feedback) = card.feedback.take() {
-                            feedback.send(signal(rec.visit.outcome == "welcome"));
+                            let greeted = matches!(
+                                rec.visit.outcome.as_str(),
+                                "welcome" | "broker_confirmed"
+                            );
+                            feedback.send(signal(greeted));
                         }
                         let repeat = matches!(rec.decision, crate::rules::Decision::Repeat);
                         state.visit_committed(&rec.visit, repeat, &card.reader, card.at);

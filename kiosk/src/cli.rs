@@ -223,10 +223,11 @@ fn import_roster(config: &Path, file: &Path) -> ExitCode {
             )
         };
         Ok(Ok(format!(
-            "imported {} card(s), {} customer(s), {} consultant(s) into {}{dez8}",
+            "imported {} card(s), {} customer(s), {} consultant(s), {} broker registration(s) into {}{dez8}",
             s.cards,
             s.customers,
             s.consultants,
+            s.registrations,
             cfg.kiosk.data_dir.display()
         )))
     };

@@ -234,11 +234,11 @@ impl Store {
         post: &HandheldPost,
     ) -> Result<Result<Posted, PostRefusal>, StoreError> {
         self.retry_busy(|store| {
-            let identity = store.identity().clone();
+            let (identity, periods) = (store.identity().clone(), store.periods());
             let tx = store
                 .conn_mut()
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let posted = post_in(&tx, &identity, post)?;
+            let posted = post_in(&tx, &identity, &periods, post)?;
             tx.commit()?;
             Ok(posted)
         })
@@ -251,8 +251,8 @@ impl Store {
         &mut self,
         post: &HandheldPost,
     ) -> Result<Result<Posted, PostRefusal>, StoreError> {
-        let identity = self.identity().clone();
-        post_in(self.conn_mut(), &identity, post)
+        let (identity, periods) = (self.identity().clone(), self.periods());
+        post_in(self.conn_mut(), &identity, &periods, post)
     }
 }
 
@@ -260,6 +260,7 @@ impl Store {
 fn post_in(
     tx: &rusqlite::Connection,
     identity: &crate::store::Identity,
+    periods: &crate::reception::ProtectionPeriods,
     post: &HandheldPost,
 ) -> Result<Result<Posted, PostRefusal>, StoreError> {
     let source = format!("handheld:{}", post.device);
@@ -293,7 +294,7 @@ fn post_in(
         presented: &post.presented,
         device_time: post.device_time,
     };
-    let Some(recorded) = record_in(tx, identity, &input)? else {
+    let Some(recorded) = record_in(tx, identity, periods, &input)? else {
         let Presented::Customer(customer) = &post.presented else {
             return Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows));
         };

@@ -226,6 +226,29 @@ pub enum Source {
     Broker,
 }
 
+impl Source {
+    /// The spelling of the roster, the store and the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Outreach => "outreach",
+            Source::Phone => "phone",
+            Source::WalkIn => "walk_in",
+            Source::Broker => "broker",
+        }
+    }
+
+    /// Reads `as_str`'s spelling (the store's CHECK constraint and the wire use only it).
+    pub fn parse(text: &str) -> Option<Source> {
+        match text {
+            "outreach" => Some(Source::Outreach),
+            "phone" => Some(Source::Phone),
+            "walk_in" => Some(Source::WalkIn),
+            "broker" => Some(Source::Broker),
+            _ => None,
+        }
+    }
+}
+
 /// How long a customer stays with their consultant after the last qualifying contact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProtectionPeriods {
@@ -251,6 +274,17 @@ impl ProtectionPeriods {
             Source::Outreach | Source::WalkIn => self.visit,
             Source::Phone => self.phone,
             Source::Broker => self.broker_report,
+        }
+    }
+}
+
+impl ProtectionPeriods {
+    /// The periods of `[reception]` (`protection_visit`, `_phone`, `_broker_report`).
+    pub fn from_config(config: &kiosk_config::ReceptionConfig) -> ProtectionPeriods {
+        ProtectionPeriods {
+            visit: config.protection_visit,
+            phone: config.protection_phone,
+            broker_report: config.protection_broker_report,
         }
     }
 }
@@ -283,8 +317,10 @@ pub struct Owner {
     pub consultant_id: String,
     /// The customer's source, which picks the protection period.
     pub source: Source,
-    /// The last qualifying contact (visit, call, report) the period runs from.
-    pub last_follow_up: Timestamp,
+    /// The last qualifying contact (visit, call, report) the period runs from. `None`:
+    /// nobody knows of one, so the protection is not tracked and never lapses (a roster
+    /// that does not manage protection keeps every customer with their consultant).
+    pub last_follow_up: Option<Timestamp>,
     /// Usually `rotation.is_on_duty(consultant_id)`; given apart because a dedicated (gold)
     /// consultant may be in the office without standing in the rotation.
     pub on_duty: bool,
@@ -335,7 +371,7 @@ fn from_rotation(rotation: &mut Rotation) -> Receiver {
 /// Decides who receives a visitor, taking a rotation turn when the owner cannot.
 ///
 /// The protection is valid while `now < last_follow_up + period`: at exactly the end of the
-/// period the customer is already in the public pool.
+/// period the customer is already in the public pool. With no known follow-up it never lapses.
 pub fn assign(facts: &AssignFacts, rotation: &mut Rotation) -> Assignment {
     let alert_manager = facts
         .customer
@@ -352,8 +388,10 @@ pub fn assign(facts: &AssignFacts, rotation: &mut Rotation) -> Assignment {
         assignment.consultant = from_rotation(rotation);
         return assignment;
     };
-    let lapses_at = after(owner.last_follow_up, facts.periods.for_source(owner.source));
-    if facts.now >= lapses_at {
+    let lapsed = owner
+        .last_follow_up
+        .is_some_and(|t| facts.now >= after(t, facts.periods.for_source(owner.source)));
+    if lapsed {
         assignment.public_pool = true;
         assignment.consultant = from_rotation(rotation);
     } else if owner.on_duty {
@@ -412,6 +450,10 @@ pub enum Refusal {
     Expired { expired_at: Timestamp },
     /// Another broker holds a live registration for this customer (撞单).
     OtherBroker,
+    /// A `qr:broker:` code that does not read `qr:broker:BROKER_ID:CUSTOMER_ID`.
+    MalformedCode,
+    /// The code names a customer this kiosk's roster does not hold.
+    UnknownCustomer,
 }
 
 impl Refusal {
@@ -421,6 +463,8 @@ impl Refusal {
             Refusal::UnknownRegistration => "unknown_registration",
             Refusal::Expired { .. } => "registration_expired",
             Refusal::OtherBroker => "other_broker",
+            Refusal::MalformedCode => "malformed_broker_code",
+            Refusal::UnknownCustomer => "unknown_customer",
         }
     }
 
@@ -435,6 +479,12 @@ impl Refusal {
             Refusal::OtherBroker => {
                 "This customer is registered with another broker · 该客户已由其他渠道报备"
             }
+            Refusal::MalformedCode => {
+                "This is not a valid broker code (qr:broker:BROKER_ID:CUSTOMER_ID) · 带看码无效"
+            }
+            Refusal::UnknownCustomer => {
+                "The broker code names a customer this kiosk does not know · 带看码中的客户不在名册中"
+            }
         }
     }
 }
@@ -446,6 +496,39 @@ impl std::fmt::Display for Refusal {
 }
 
 impl std::error::Error for Refusal {}
+
+/// What a scanned token starting with this is: a broker's code (带看码), not a card.
+pub const BROKER_CODE_PREFIX: &str = "qr:broker:";
+
+/// A broker's code as scanned: `qr:broker:BROKER_ID:CUSTOMER_ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerCode {
+    pub broker_id: String,
+    pub customer_id: String,
+}
+
+/// A `qr:broker:` code that could not be read, with the broker id when that part was there
+/// (so the refused visit still names whose code it was).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedCode {
+    pub broker_id: Option<String>,
+}
+
+/// Reads a card token as a broker's code: `None` when it is not one (any other token,
+/// including other `qr:` codes, is a card). The customer id is everything after the
+/// broker id's `:`, so a customer id may itself contain `:`; a broker id may not.
+pub fn parse_broker_code(token: &str) -> Option<Result<BrokerCode, MalformedCode>> {
+    let rest = token.strip_prefix(BROKER_CODE_PREFIX)?;
+    let (broker, customer) = rest.split_once(':').unwrap_or((rest, ""));
+    let broker_id = (!broker.is_empty()).then(|| broker.to_owned());
+    Some(match (broker_id, customer.is_empty()) {
+        (Some(broker_id), false) => Ok(BrokerCode {
+            broker_id,
+            customer_id: customer.to_owned(),
+        }),
+        (broker_id, _) => Err(MalformedCode { broker_id }),
+    })
+}
 
 /// Checks a scanned broker code against the customer's registration (the one the roster holds
 /// for the customer the code names, if any).
@@ -843,7 +926,19 @@ mod tests {
                 owner: Some(Owner {
                     consultant_id: "O".into(),
                     source,
-                    last_follow_up: now - jiff::SignedDuration::from_secs(ago),
+                    last_follow_up: Some(now - jiff::SignedDuration::from_secs(ago)),
+                    on_duty,
+                }),
+            })
+        };
+        // An owner whose last contact nobody knows: the protection is not tracked.
+        let untracked = |on_duty| {
+            Some(KnownCustomer {
+                tier: Tier::Normal,
+                owner: Some(Owner {
+                    consultant_id: "O".into(),
+                    source: Source::Phone,
+                    last_follow_up: None,
                     on_duty,
                 }),
             })
@@ -952,6 +1047,24 @@ mod tests {
                 "A",
                 Want {
                     public_pool: true,
+                    ..want(to("A"))
+                },
+                "A*",
+            ),
+            (
+                "no known follow-up → protection untracked, never lapses: owner",
+                untracked(true),
+                "A O",
+                want(to("O")),
+                "A O*",
+            ),
+            (
+                "no known follow-up, owner off duty → stand-in, owner alerted, not public pool",
+                untracked(false),
+                "A",
+                Want {
+                    stand_in_for: Some("O"),
+                    alert_owner: true,
                     ..want(to("A"))
                 },
                 "A*",
@@ -1109,7 +1222,7 @@ mod tests {
                 owner: Some(Owner {
                     consultant_id: "O".into(),
                     source: Source::Outreach,
-                    last_follow_up: now - jiff::SignedDuration::from_hours(24 * days),
+                    last_follow_up: Some(now - jiff::SignedDuration::from_hours(24 * days)),
                     on_duty: true,
                 }),
             }),
@@ -1238,6 +1351,8 @@ mod tests {
                 "registration_expired",
             ),
             (Refusal::OtherBroker, "other_broker"),
+            (Refusal::MalformedCode, "malformed_broker_code"),
+            (Refusal::UnknownCustomer, "unknown_customer"),
         ];
         for (refusal, code) in cases {
             assert_eq!(refusal.code(), code);
@@ -1246,6 +1361,60 @@ mod tests {
             assert!(!reason.is_ascii() && reason.contains(" · "), "{reason}");
             assert_eq!(refusal.to_string(), reason);
         }
+    }
+
+    #[test]
+    fn broker_codes_as_a_table() {
+        let code = |b: &str, c: &str| {
+            Some(Ok(BrokerCode {
+                broker_id: b.into(),
+                customer_id: c.into(),
+            }))
+        };
+        let malformed = |b: Option<&str>| {
+            Some(Err(MalformedCode {
+                broker_id: b.map(str::to_owned),
+            }))
+        };
+        // (token as read, what it is)
+        let cases = [
+            ("qr:broker:B1:C1", code("B1", "C1")),
+            ("qr:broker:BRK-7:C-0001", code("BRK-7", "C-0001")),
+            // A customer id may contain ':'; the broker id ends at the first one.
+            ("qr:broker:B1:C:1", code("B1", "C:1")),
+            ("qr:broker:B1", malformed(Some("B1"))),
+            ("qr:broker:B1:", malformed(Some("B1"))),
+            ("qr:broker::C1", malformed(None)),
+            ("qr:broker:", malformed(None)),
+            // Anything else is a card: a member's QR, another scheme, another case.
+            ("qr:MEMBER-0104", None),
+            ("qr:brokerB1:C1", None),
+            ("qr:BROKER:B1:C1", None),
+            ("nfc:04A1B2C3", None),
+        ];
+        for (token, expected) in cases {
+            assert_eq!(parse_broker_code(token), expected, "{token}");
+        }
+    }
+
+    #[test]
+    fn sources_round_trip_and_periods_come_from_config() {
+        for source in [
+            Source::Outreach,
+            Source::Phone,
+            Source::WalkIn,
+            Source::Broker,
+        ] {
+            assert_eq!(Source::parse(source.as_str()), Some(source));
+        }
+        assert_eq!(Source::parse("walk-in"), None);
+        let mut config = kiosk_config::ReceptionConfig::defaults();
+        assert_eq!(
+            ProtectionPeriods::from_config(&config),
+            ProtectionPeriods::DEFAULT
+        );
+        config.protection_phone = DAY * 3;
+        assert_eq!(ProtectionPeriods::from_config(&config).phone, DAY * 3);
     }
 
     #[test]

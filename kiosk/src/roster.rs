@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use jiff::Timestamp;
 use kiosk_device::{CardToken, Spelling};
+
+use crate::reception::{BROKER_CODE_PREFIX, Source};
 
 /// How the screen addresses a customer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +97,21 @@ pub struct Customer {
     pub name: Option<String>,
     /// Normalized phone number, for the hub only (one customer per number).
     pub phone: Option<String>,
+    /// Picks the protection period; `None`: the visit period.
+    pub source: Option<Source>,
+    /// The last qualifying contact with the consultant; `None`: protection not tracked.
+    pub last_follow_up: Option<Timestamp>,
+    /// The broker's report (报备) of this customer, checked when the broker's code is scanned.
+    pub registration: Option<Registration>,
+}
+
+/// A broker's report (报备) of a customer, given on the customer's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub broker_id: String,
+    pub registered_at: Timestamp,
+    /// `None`: `registered_at` + the broker-report protection period.
+    pub expires_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +132,8 @@ pub struct Roster {
     pub consultants: BTreeMap<String, String>,
     pub customers: BTreeMap<String, Customer>,
     pub cards: Vec<CardEntry>,
+    /// Brokers named on registrations (`broker_id` with `broker_name`): id → name.
+    pub brokers: BTreeMap<String, String>,
 }
 
 /// One problem in a roster file.
@@ -135,8 +155,10 @@ impl fmt::Display for RowError {
 }
 
 /// The columns a roster file may have; the first five are required. `name` and
-/// `phone` are kept by the hub only; a kiosk's own import ignores them.
-pub const COLUMNS: [&str; 11] = [
+/// `phone` are kept by the hub only; a kiosk's own import ignores them. `source` and
+/// `last_follow_up` set the customer's protection; `broker_id`, `broker_name`,
+/// `registered_at` and `registration_expires_at` a broker's report of the customer.
+pub const COLUMNS: [&str; 17] = [
     "card",
     "customer_id",
     "surname",
@@ -148,6 +170,12 @@ pub const COLUMNS: [&str; 11] = [
     "note",
     "name",
     "phone",
+    "source",
+    "last_follow_up",
+    "broker_id",
+    "broker_name",
+    "registered_at",
+    "registration_expires_at",
 ];
 const REQUIRED: usize = 5;
 
@@ -210,6 +238,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
     let mut card_line: BTreeMap<CardToken, u64> = BTreeMap::new();
     let mut customer_line: BTreeMap<String, u64> = BTreeMap::new();
     let mut consultant_line: BTreeMap<String, u64> = BTreeMap::new();
+    let mut broker_line: BTreeMap<String, u64> = BTreeMap::new();
     let mut phone_owner: BTreeMap<String, (String, u64)> = BTreeMap::new();
     let mut rows = 0;
     for result in reader.records() {
@@ -228,6 +257,12 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
         // A DEZ10 or DEZ8 number becomes its em: token here, so the duplicate check
         // below compares cards, not spellings.
         let (token, low24_only) = match CardToken::parse_written(get(0)) {
+            Ok((t, _)) if t.as_str().starts_with(BROKER_CODE_PREFIX) => {
+                bad(format!(
+                    "card: {t} is a broker's code (带看码), which the kiosk checks against the customer's broker registration; give the customer a membership card, and the registration in broker_id and registered_at"
+                ));
+                (None, false)
+            }
             Ok((t, _)) if t.is_random_uid() => {
                 bad(format!(
                     "card: {t} is a random UID (a phone or bank card), which changes on every tap; issue a membership card instead"
@@ -299,6 +334,73 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
                 }
             },
         };
+        let source = match get(11) {
+            "" => None,
+            text => {
+                let source = parse_source(text);
+                if source.is_none() {
+                    bad(format!(
+                        "source: {text:?} is not a source; write outreach, phone, walk_in or broker (拓客, 来电, 自访, 渠道)"
+                    ));
+                }
+                source
+            }
+        };
+        let mut time = |column: &str, text: &str| -> Option<Timestamp> {
+            if text.is_empty() {
+                return None;
+            }
+            let parsed = text.parse::<Timestamp>().ok();
+            if parsed.is_none() {
+                bad(format!(
+                    "{column}: {text:?} is not a time; write it with its offset, e.g. 2026-11-01T10:00:00+08:00"
+                ));
+            }
+            parsed
+        };
+        let last_follow_up = time("last_follow_up", get(12));
+        let registered_at = time("registered_at", get(15));
+        let expires_at = time("registration_expires_at", get(16));
+        let (broker_id, broker_name) = (get(13), get(14));
+        if broker_id.is_empty() {
+            if !broker_name.is_empty() || !get(15).is_empty() || !get(16).is_empty() {
+                bad("broker_name, registered_at and registration_expires_at belong to a broker registration: fill broker_id too, or leave them all empty".into());
+            }
+        } else if get(15).is_empty() {
+            bad(format!(
+                "registered_at: a registration with broker {broker_id} needs the time the broker reported the customer, e.g. 2026-11-01T10:00:00+08:00"
+            ));
+        } else if broker_id.contains(':') || broker_id.chars().count() > 64 {
+            bad("broker_id: the broker's id from the CRM, 1 to 64 characters without ':' (it is part of the broker's code qr:broker:BROKER_ID:CUSTOMER_ID)".into());
+        }
+        if let (Some(from), Some(to)) = (registered_at, expires_at) {
+            if to <= from {
+                bad("registration_expires_at: must be after registered_at".into());
+            }
+        }
+        let registration = match (broker_id.is_empty(), registered_at) {
+            (false, Some(registered_at)) => Some(Registration {
+                broker_id: broker_id.to_owned(),
+                registered_at,
+                expires_at,
+            }),
+            _ => None,
+        };
+        if !broker_id.is_empty() && !broker_name.is_empty() {
+            match roster.brokers.get(broker_id) {
+                Some(name) if name != broker_name => bad(format!(
+                    "broker {broker_id} is named {name:?} on line {}; use one name",
+                    broker_line[broker_id]
+                )),
+                Some(_) => {}
+                None => {
+                    roster
+                        .brokers
+                        .insert(broker_id.to_owned(), broker_name.to_owned());
+                    broker_line.insert(broker_id.to_owned(), line);
+                }
+            }
+        }
         if let Some(p) = &phone {
             match phone_owner.get(p) {
                 // One number, one customer (design §2); say which line has it, not whose it is.
@@ -348,10 +450,13 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
             consultant_id: (!consultant_id.is_empty()).then(|| consultant_id.to_owned()),
             name: (!name.is_empty()).then(|| name.to_owned()),
             phone,
+            source,
+            last_follow_up,
+            registration,
         };
         match roster.customers.get(customer_id) {
             Some(existing) if *existing != customer => bad(format!(
-                "customer {customer_id} is given differently on line {}; its surname, title, tier, consultant, name and phone must match on every row",
+                "customer {customer_id} is given differently on line {}; its surname, title, tier, consultant, name, phone, source, last follow-up and broker registration must match on every row",
                 customer_line[customer_id]
             )),
             Some(_) => {}
@@ -379,6 +484,17 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
     } else {
         errors.sort_by_key(|e| e.line);
         Err(errors)
+    }
+}
+
+/// A customer's source as people write it: the store's spelling, or the Chinese term.
+fn parse_source(text: &str) -> Option<Source> {
+    match text.to_lowercase().replace('-', "_").as_str() {
+        "拓客" => Some(Source::Outreach),
+        "来电" => Some(Source::Phone),
+        "自访" => Some(Source::WalkIn),
+        "渠道" => Some(Source::Broker),
+        other => Source::parse(other),
     }
 }
 
@@ -621,5 +737,91 @@ mod tests {
         bytes.extend_from_slice(b"nfc:04A1B2C3,C1,\xD5\xC5,mr,gold,,,,\n");
         let errors = parse_csv(&bytes).expect_err("GBK");
         assert!(errors[0].to_string().contains("CSV UTF-8"), "{errors:?}");
+    }
+
+    #[test]
+    fn protection_and_broker_registrations_come_on_customer_rows() {
+        let header = "card,customer_id,surname,title,tier,consultant_id,consultant_name,source,last_follow_up,broker_id,broker_name,registered_at,registration_expires_at\n";
+        let csv = format!(
+            "{header}nfc:04A1B2C3,C1,张,mr,gold,E1,李娜,来电,2026-11-01T10:00:00+08:00,,,,\n\
+             nfc:04A1B2C4,C1,张,mr,gold,E1,李娜,phone,2026-11-01T02:00:00Z,,,,\n\
+             nfc:04A1B2C5,C2,王,ms,normal,,,broker,,B1,链家 张三,2026-11-02T09:00:00+08:00,2026-11-20T00:00:00+08:00\n\
+             nfc:04A1B2C6,C3,李,ms,normal,E1,李娜,Walk-In,,B1,,2026-11-03T09:00:00+08:00,\n\
+             nfc:04A1B2C7,C4,赵,mr,normal,,,,,,,,\n"
+        );
+        let roster = parse_csv(csv.as_bytes()).expect("valid");
+        let c1 = &roster.customers["C1"];
+        // The same instant in two offsets is the same follow-up.
+        assert_eq!(
+            (c1.source, c1.last_follow_up),
+            (
+                Some(Source::Phone),
+                Some("2026-11-01T02:00:00Z".parse().unwrap())
+            )
+        );
+        assert_eq!(c1.registration, None);
+        let c2 = &roster.customers["C2"];
+        assert_eq!(
+            c2.registration,
+            Some(Registration {
+                broker_id: "B1".into(),
+                registered_at: "2026-11-02T01:00:00Z".parse().unwrap(),
+                expires_at: Some("2026-11-19T16:00:00Z".parse().unwrap()),
+            })
+        );
+        let c3 = &roster.customers["C3"];
+        assert_eq!(c3.source, Some(Source::WalkIn));
+        assert_eq!(
+            c3.registration
+                .as_ref()
+                .map(|r| (r.broker_id.as_str(), r.expires_at)),
+            Some(("B1", None))
+        );
+        let c4 = &roster.customers["C4"];
+        assert_eq!(
+            (c4.source, c4.last_follow_up, &c4.registration),
+            (None, None, &None)
+        );
+        assert_eq!(
+            roster.brokers.get("B1").map(String::as_str),
+            Some("链家 张三")
+        );
+    }
+
+    #[test]
+    fn bad_protection_and_registration_cells_are_reported() {
+        let header = "card,customer_id,surname,title,tier,source,last_follow_up,broker_id,broker_name,registered_at,registration_expires_at\n";
+        let body = "\
+nfc:04A1B2C3,C1,张,mr,gold,online,yesterday,,,,
+nfc:04A1B2C4,C2,王,ms,gold,,,,Someone,2026-11-01T10:00:00Z,
+nfc:04A1B2C5,C3,李,ms,gold,,,B1,,,
+nfc:04A1B2C6,C4,赵,mr,gold,,,B1,,2026-11-05T10:00:00Z,2026-11-05T10:00:00Z
+nfc:04A1B2C7,C5,钱,mr,gold,,,B:1,,2026-11-05T10:00:00Z,
+nfc:04A1B2C8,C6,孙,mr,gold,,,B2,甲,2026-11-05T10:00:00Z,
+nfc:04A1B2C9,C7,周,mr,gold,,,B2,乙,2026-11-05T10:00:00Z,
+nfc:04A1B2CA,C6,孙,mr,gold,,,B2,甲,2026-11-06T10:00:00Z,
+qr:broker:B1:C1,C8,吴,mr,gold,,,,,,
+";
+        let shown: Vec<String> = parse_csv(format!("{header}{body}").as_bytes())
+            .expect_err("bad cells")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for want in [
+            "line 2: source: \"online\" is not a source",
+            "line 2: last_follow_up: \"yesterday\" is not a time",
+            "line 3: broker_name, registered_at and registration_expires_at belong to a broker registration",
+            "line 4: registered_at: a registration with broker B1 needs",
+            "line 5: registration_expires_at: must be after registered_at",
+            "line 6: broker_id: the broker's id from the CRM",
+            "line 8: broker B2 is named \"甲\" on line 7",
+            "line 9: customer C6 is given differently on line 7",
+            "line 10: card: qr:broker:B1:C1 is a broker's code",
+        ] {
+            assert!(
+                shown.iter().any(|s| s.contains(want)),
+                "{want:?} in {shown:#?}"
+            );
+        }
     }
 }

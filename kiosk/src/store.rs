@@ -14,8 +14,12 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::reception::{
+    self, AssignFacts, BrokerRegistration, KnownCustomer, Owner, ProtectionPeriods, Refusal, Source,
+};
 use crate::roster::{Roster, Tier, Title};
-use crate::rules::{self, CardFacts, Decision, TapFacts, VisitKind};
+use crate::rotation::{load_rotation, save_rotation};
+use crate::rules::{self, BrokerFacts, CardFacts, Decision, TapFacts, VisitKind};
 
 /// The store's file inside `data_dir`.
 pub const DB_FILE: &str = "kiosk.sqlite";
@@ -211,6 +215,13 @@ CREATE TABLE IF NOT EXISTS alerts (
     escalated_at  TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS alerts_unacked ON alerts (created_at) WHERE acked_at IS NULL;
+
+-- A broker's confirmation (确客) is the customer's office visit of the day like a
+-- welcome; one that comes after the day's visit has no kind and is evidence only.
+-- Dropped and made again so a new database and a migrated one have the same index.
+DROP INDEX IF EXISTS visits_one_per_customer_day;
+CREATE UNIQUE INDEX visits_one_per_customer_day ON visits (customer_id, office_day)
+    WHERE outcome IN ('welcome', 'broker_confirmed') AND kind IS NOT NULL;
 "#
     };
 }
@@ -257,8 +268,8 @@ CREATE TABLE IF NOT EXISTS cards (
     low24_only  INTEGER NOT NULL DEFAULT 0 CHECK (low24_only IN (0, 1))
 ) STRICT;
 
--- Every recorded tap: counted customer visits (outcome 'welcome', at most one per
--- customer per office day) and uncounted evidence (unknown and denied cards).
+-- Every recorded tap: counted customer visits (at most one per customer per office
+-- day; schema v7 below says which) and uncounted evidence (unknown and denied cards).
 CREATE TABLE IF NOT EXISTS visits (
     id              TEXT PRIMARY KEY,
     seq             INTEGER NOT NULL UNIQUE,
@@ -461,13 +472,18 @@ pub struct VisitView {
     pub reason_detail: Option<String>,
     pub kind: Option<String>,
     pub customer: Option<CustomerView>,
+    /// Who received the visitor (reception::assign): the owner, a stand-in, or the
+    /// rotation's turn; `None` when nobody on duty was free, and for uncounted taps. A
+    /// broker's confirmation after the day's visit keeps that visit's receiver.
     pub consultant: Option<ConsultantView>,
     pub office_day: String,
     pub device_time: String,
     pub recorded_at: String,
     /// The broker confirmed at the door (确客), or whose code was refused.
     pub broker_id: Option<String>,
-    /// The owner (consultant id) the receiving consultant stood in for (义务接待).
+    /// The customer's owner (consultant id) when they were off duty and are to be told:
+    /// `consultant` stood in for them (义务接待), or, when `consultant` is `None`, nobody
+    /// on duty could receive the customer.
     pub stand_in_for: Option<String>,
     /// The customer's protection had lapsed (公海).
     pub public_pool: bool,
@@ -489,6 +505,8 @@ pub struct ImportSummary {
     pub cards: usize,
     /// Of `cards`, those given as DEZ8, known by their low 24 bits only.
     pub dez8_cards: usize,
+    /// Customers with a broker registration (报备).
+    pub registrations: usize,
 }
 
 /// Counts for the status page.
@@ -504,6 +522,9 @@ pub struct Counts {
 pub struct Store {
     conn: Connection,
     identity: Identity,
+    /// The protection periods visits are assigned by (`[reception]`; the defaults until
+    /// the daemon sets them).
+    periods: ProtectionPeriods,
     /// Groups the writer committed (see [`Writer`]); tests count commits by it.
     group_commits: u64,
 }
@@ -512,7 +533,12 @@ struct CardRow {
     status: String,
     note: Option<String>,
     customer: CustomerView,
+    /// The owner.
     consultant: Option<ConsultantView>,
+    /// `customers.source`, which picks the protection period.
+    source: Option<String>,
+    /// `customers.last_follow_up` (RFC 3339), as the roster gives it.
+    last_follow_up: Option<String>,
 }
 
 impl Store {
@@ -544,8 +570,19 @@ impl Store {
         Ok(Store {
             conn,
             identity,
+            periods: ProtectionPeriods::DEFAULT,
             group_commits: 0,
         })
+    }
+
+    /// Sets the protection periods of `[reception]` for the visits recorded from now on.
+    pub fn set_protection_periods(&mut self, periods: ProtectionPeriods) {
+        self.periods = periods;
+    }
+
+    /// The protection periods visits are assigned by.
+    pub(crate) fn periods(&self) -> ProtectionPeriods {
+        self.periods
     }
 
     /// The connection, for sync's jobs (`sync_side`), which run on the writer like taps.
@@ -566,7 +603,7 @@ impl Store {
             let tx = store
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let recorded = record_in(&tx, &store.identity, &input)?;
+            let recorded = record_in(&tx, &store.identity, &store.periods, &input)?;
             tx.commit()?;
             // A card always yields a visit; only a customer id can be unknown.
             recorded.ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
@@ -583,7 +620,7 @@ impl Store {
             presented: &presented,
             device_time: tap.device_time,
         };
-        let recorded = record_in(&self.conn, &self.identity, &input)?;
+        let recorded = record_in(&self.conn, &self.identity, &self.periods, &input)?;
         recorded.ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
     }
 
@@ -624,19 +661,50 @@ impl Store {
                 params![id, name],
             )?;
         }
-        for c in roster.customers.values() {
+        for (id, name) in &roster.brokers {
             tx.execute(
-                "INSERT INTO customers (id, surname, title, tier, consultant_id) VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO brokers (id, name) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                params![id, name],
+            )?;
+        }
+        for c in roster.customers.values() {
+            // A customer's rows describe them whole: protection and registration left
+            // empty are cleared, as the consultant is.
+            tx.execute(
+                "INSERT INTO customers (id, surname, title, tier, consultant_id, source, last_follow_up)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT (id) DO UPDATE SET surname = excluded.surname, title = excluded.title,
-                     tier = excluded.tier, consultant_id = excluded.consultant_id",
+                     tier = excluded.tier, consultant_id = excluded.consultant_id,
+                     source = excluded.source, last_follow_up = excluded.last_follow_up",
                 params![
                     c.id,
                     c.surname,
                     c.title.as_str(),
                     c.tier.as_str(),
-                    c.consultant_id
+                    c.consultant_id,
+                    c.source.map(Source::as_str),
+                    c.last_follow_up.map(|t| t.to_string())
                 ],
             )?;
+            match &c.registration {
+                Some(r) => tx.execute(
+                    "INSERT INTO broker_registrations (customer_id, broker_id, registered_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (customer_id) DO UPDATE SET broker_id = excluded.broker_id,
+                         registered_at = excluded.registered_at, expires_at = excluded.expires_at",
+                    params![
+                        c.id,
+                        r.broker_id,
+                        r.registered_at.to_string(),
+                        r.expires_at.map(|t| t.to_string())
+                    ],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM broker_registrations WHERE customer_id = ?1",
+                    [&c.id],
+                )?,
+            };
         }
         for card in &roster.cards {
             tx.execute(
@@ -658,6 +726,11 @@ impl Store {
             customers: roster.customers.len(),
             cards: roster.cards.len(),
             dez8_cards: roster.cards.iter().filter(|c| c.low24_only).count(),
+            registrations: roster
+                .customers
+                .values()
+                .filter(|c| c.registration.is_some())
+                .count(),
         })
     }
 }
@@ -681,12 +754,27 @@ pub(crate) struct VisitInput<'a> {
     pub device_time: jiff::Timestamp,
 }
 
+/// The rows of `visits` that count as the customer's office visit of their day (at most one
+/// per customer and day, by `visits_one_per_customer_day`): a welcome, or a broker's
+/// confirmation that was the day's first. A macro so queries can `concat!` it and keep the
+/// exact terms of the index's `WHERE`, which lets SQLite use it.
+macro_rules! counted {
+    () => {
+        "outcome IN ('welcome', 'broker_confirmed') AND kind IS NOT NULL"
+    };
+}
+
 /// Records a visit (visit + outbox row) inside the caller's transaction, by the same
 /// rules whoever presented it, and returns what to show; the caller commits.
 /// `None` only for a customer id that is not in the roster: nothing was written.
+///
+/// A counted visit is received by someone (`reception::assign`, with `periods`): the
+/// rotation is loaded, changed and saved in the same transaction, so the queue and the
+/// visits that moved it are durable together.
 pub(crate) fn record_in(
     tx: &Connection,
     identity: &Identity,
+    periods: &ProtectionPeriods,
     input: &VisitInput<'_>,
 ) -> Result<Option<Recorded>, StoreError> {
     let office_day = input
@@ -694,6 +782,12 @@ pub(crate) fn record_in(
         .to_zoned(identity.time_zone.clone())
         .date()
         .to_string();
+    if let Presented::Card(token) = input.presented {
+        if let Some(code) = reception::parse_broker_code(token.as_str()) {
+            let recorded = record_broker_in(tx, identity, periods, input, &office_day, code)?;
+            return Ok(Some(recorded));
+        }
+    }
     let (row, random_uid, method, card) = match input.presented {
         Presented::Card(token) => (
             find_card(tx, token)?,
@@ -708,24 +802,10 @@ pub(crate) fn record_in(
         },
     };
     let (today_visit, visited_before) = match &row {
-        Some(r) => {
-            let today: Option<String> = tx.prepare_cached(
-                    "SELECT id FROM visits WHERE customer_id = ?1 AND office_day = ?2 AND outcome = 'welcome'",
-                )?
-                .query_row(
-                    params![r.customer.id, office_day],
-                    |x| x.get(0),
-                )
-                .optional()?;
-            let before: bool = tx.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM visits WHERE customer_id = ?1 AND office_day < ?2 AND outcome = 'welcome')",
-            )?
-            .query_row(
-                params![r.customer.id, office_day],
-                |x| x.get(0),
-            )?;
-            (today, before)
-        }
+        Some(r) => (
+            counted_today(tx, &r.customer.id, &office_day)?.map(|(id, _)| id),
+            counted_before(tx, &r.customer.id, &office_day)?,
+        ),
         None => (None, false),
     };
     let facts = TapFacts {
@@ -746,9 +826,11 @@ pub(crate) fn record_in(
         Decision::Welcome(kind) => (wire::Outcome::Welcome, None, Some(kind)),
         Decision::Unknown => (wire::Outcome::Unknown, None, None),
         Decision::Denied(r) => (wire::Outcome::Denied, Some(r), None),
-        // Repeat with no visit of the day cannot come out of `decide`; were it
-        // to, counting it as a revisit keeps the tap rather than losing it.
-        Decision::Repeat => (wire::Outcome::Welcome, None, Some(VisitKind::Revisit)),
+        // Neither comes out of `decide` for a card: were they to, counting the tap as
+        // a revisit keeps it rather than losing it.
+        Decision::Repeat | Decision::BrokerConfirmed(_) => {
+            (wire::Outcome::Welcome, None, Some(VisitKind::Revisit))
+        }
     };
     // A random UID identifies nobody; keeping the customer of a roster row
     // that wrongly lists one would credit a phone's tap to a member.
@@ -757,89 +839,418 @@ pub(crate) fn record_in(
         Some(rules::DenyReason::CardRevoked) => row.as_ref().and_then(|r| r.note.clone()),
         _ => None,
     };
+    let received = match (&row, kind) {
+        (Some(r), Some(_)) => receive(tx, periods, r, input.device_time)?,
+        // Nobody receives an unknown or refused card.
+        _ => Received::default(),
+    };
+    let visit = insert_visit(
+        tx,
+        identity,
+        input,
+        NewVisit {
+            office_day,
+            method,
+            card,
+            customer: row.map(|r| r.customer),
+            outcome,
+            reason: reason.map(|r| r.code().to_owned()),
+            reason_detail,
+            kind,
+            received,
+            broker_id: None,
+        },
+    )?;
+    Ok(Some(Recorded { decision, visit }))
+}
+
+/// A broker's scanned code (确客): confirmed, it is the customer's visit (counted unless the
+/// day's visit exists); refused, a denied visit saying why. Either way the broker is named.
+fn record_broker_in(
+    tx: &Connection,
+    identity: &Identity,
+    periods: &ProtectionPeriods,
+    input: &VisitInput<'_>,
+    office_day: &str,
+    code: Result<reception::BrokerCode, reception::MalformedCode>,
+) -> Result<Recorded, StoreError> {
+    let (broker_id, row, check) = match code {
+        Err(malformed) => (malformed.broker_id, None, Err(Refusal::MalformedCode)),
+        Ok(code) => match find_customer(tx, &code.customer_id)? {
+            None => (Some(code.broker_id), None, Err(Refusal::UnknownCustomer)),
+            Some(row) => {
+                let registration = broker_registration(tx, &code.customer_id)?;
+                let check = reception::broker_check_in(
+                    registration.as_ref(),
+                    &code.broker_id,
+                    input.device_time,
+                    periods,
+                )
+                .map(drop);
+                (Some(code.broker_id), Some(row), check)
+            }
+        },
+    };
+    let (today, visited_before, confirmed_today) = match (&row, &broker_id, check) {
+        (Some(r), Some(broker), Ok(())) => (
+            counted_today(tx, &r.customer.id, office_day)?,
+            counted_before(tx, &r.customer.id, office_day)?,
+            confirmed_today(tx, &r.customer.id, broker, office_day)?,
+        ),
+        _ => (None, false, None),
+    };
+    let decision = rules::decide_broker(&BrokerFacts {
+        check,
+        visited_today: today.is_some(),
+        visited_before,
+        confirmed_today: confirmed_today.is_some(),
+    });
+    if let (Decision::Repeat, Some(id)) = (decision, &confirmed_today) {
+        let visit = visit_by_id(tx, id)?;
+        return Ok(Recorded { decision, visit });
+    }
+    let (outcome, kind, received, reason, reason_detail) = match (decision, &row) {
+        (Decision::BrokerConfirmed(Some(kind)), Some(r)) => (
+            wire::Outcome::BrokerConfirmed,
+            Some(kind),
+            receive(tx, periods, r, input.device_time)?,
+            None,
+            None,
+        ),
+        (Decision::BrokerConfirmed(None), _) => (
+            wire::Outcome::BrokerConfirmed,
+            None,
+            // Whoever received the customer today receives the broker too; the rotation
+            // does not move for a customer already received.
+            Received {
+                consultant_id: today.and_then(|(_, consultant)| consultant),
+                ..Received::default()
+            },
+            None,
+            None,
+        ),
+        (decision, _) => {
+            let refusal = match decision {
+                Decision::Denied(rules::DenyReason::Broker(refusal)) => refusal,
+                // `decide_broker` refuses only with a broker refusal, and confirms
+                // only a known customer; anything else is refused as unreadable.
+                _ => Refusal::MalformedCode,
+            };
+            (
+                wire::Outcome::Denied,
+                None,
+                Received::default(),
+                Some(refusal.code().to_owned()),
+                Some(refusal.reason().to_owned()),
+            )
+        }
+    };
+    let Presented::Card(token) = input.presented else {
+        unreachable!("a broker code is always a card token");
+    };
+    let visit = insert_visit(
+        tx,
+        identity,
+        input,
+        NewVisit {
+            office_day: office_day.to_owned(),
+            method: token.method(),
+            card: Some(token.as_str().to_owned()),
+            customer: row.map(|r| r.customer),
+            outcome,
+            reason,
+            reason_detail,
+            kind,
+            received,
+            broker_id,
+        },
+    )?;
+    Ok(Recorded { decision, visit })
+}
+
+/// Who received a visitor, as the visit records it.
+#[derive(Debug, Default)]
+struct Received {
+    /// The receiver; `None` when nobody was on duty or free.
+    consultant_id: Option<String>,
+    /// The owner who was off duty (they are told): a stand-in received their customer,
+    /// or nobody could.
+    stand_in_for: Option<String>,
+    /// The customer's protection had lapsed (公海).
+    public_pool: bool,
+}
+
+/// Assigns a counted visit of a known customer (`reception::assign`) and saves the
+/// rotation it moved.
+fn receive(
+    tx: &Connection,
+    periods: &ProtectionPeriods,
+    row: &CardRow,
+    now: jiff::Timestamp,
+) -> Result<Received, StoreError> {
+    let mut rotation = load_rotation(tx)?;
+    let before = rotation.clone();
+    let owner = match &row.consultant {
+        Some(owner) => Some(Owner {
+            consultant_id: owner.id.clone(),
+            // Absent: the visit period, as for a walk-in.
+            source: row
+                .source
+                .as_deref()
+                .and_then(Source::parse)
+                .unwrap_or(Source::WalkIn),
+            last_follow_up: last_follow_up(tx, row, &owner.id)?,
+            on_duty: rotation.is_on_duty(&owner.id),
+        }),
+        None => None,
+    };
+    let facts = AssignFacts {
+        customer: Some(KnownCustomer {
+            tier: row.customer.tier,
+            owner,
+        }),
+        periods: *periods,
+        now,
+    };
+    let assignment = reception::assign(&facts, &mut rotation);
+    if rotation != before {
+        save_rotation(tx, &rotation)?;
+    }
+    Ok(Received {
+        consultant_id: assignment.consultant_id().map(str::to_owned),
+        stand_in_for: if assignment.alert_owner {
+            row.consultant.as_ref().map(|c| c.id.clone())
+        } else {
+            None
+        },
+        public_pool: assignment.public_pool,
+    })
+}
+
+/// The later of the roster's last follow-up and the latest counted visit here that the
+/// owner received themselves (not as a stand-in); `None` when neither is known.
+fn last_follow_up(
+    tx: &Connection,
+    row: &CardRow,
+    owner: &str,
+) -> Result<Option<jiff::Timestamp>, StoreError> {
+    let parse = |text: &str| match text.parse::<jiff::Timestamp>() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            // Written only by the import and sync, which validate it: say so, go on.
+            tracing::warn!(customer = %row.customer.id, value = text, error = %e, "unreadable time in the store; ignored");
+            None
+        }
+    };
+    let mut latest = row.last_follow_up.as_deref().and_then(parse);
+    let times: Vec<String> = tx
+        .prepare_cached(concat!(
+            "SELECT device_time FROM visits WHERE customer_id = ?1 AND consultant_id = ?2
+             AND stand_in_for IS NULL AND ",
+            counted!()
+        ))?
+        .query_map(params![row.customer.id, owner], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    // Compared as times: the text of two instants in one second sorts wrongly.
+    for t in times.iter().filter_map(|t| parse(t)) {
+        latest = latest.max(Some(t));
+    }
+    Ok(latest)
+}
+
+/// The customer's counted visit of `office_day`, with its receiver.
+fn counted_today(
+    tx: &Connection,
+    customer_id: &str,
+    office_day: &str,
+) -> rusqlite::Result<Option<(String, Option<String>)>> {
+    tx.prepare_cached(concat!(
+        "SELECT id, consultant_id FROM visits WHERE customer_id = ?1 AND office_day = ?2 AND ",
+        counted!()
+    ))?
+    .query_row(params![customer_id, office_day], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })
+    .optional()
+}
+
+fn counted_before(tx: &Connection, customer_id: &str, office_day: &str) -> rusqlite::Result<bool> {
+    tx.prepare_cached(concat!(
+        "SELECT EXISTS (SELECT 1 FROM visits WHERE customer_id = ?1 AND office_day < ?2 AND ",
+        counted!(),
+        ")"
+    ))?
+    .query_row(params![customer_id, office_day], |r| r.get(0))
+}
+
+/// This broker's recorded arrival with the customer on `office_day` (counted or not).
+fn confirmed_today(
+    tx: &Connection,
+    customer_id: &str,
+    broker_id: &str,
+    office_day: &str,
+) -> rusqlite::Result<Option<String>> {
+    tx.prepare_cached(
+        "SELECT id FROM visits WHERE customer_id = ?1 AND office_day = ?2
+         AND outcome = 'broker_confirmed' AND broker_id = ?3 ORDER BY seq LIMIT 1",
+    )?
+    .query_row(params![customer_id, office_day, broker_id], |r| r.get(0))
+    .optional()
+}
+
+/// The roster's broker report (报备) of the customer, if any.
+fn broker_registration(
+    tx: &Connection,
+    customer_id: &str,
+) -> Result<Option<BrokerRegistration>, StoreError> {
+    let row: Option<(String, String, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT broker_id, registered_at, expires_at FROM broker_registrations WHERE customer_id = ?1",
+        )?
+        .query_row([customer_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((broker_id, registered_at, expires_at)) = row else {
+        return Ok(None);
+    };
+    let time = |text: &str| {
+        text.parse::<jiff::Timestamp>().map_err(|e| {
+            StoreError::Sqlite(rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            ))
+        })
+    };
+    Ok(Some(BrokerRegistration {
+        broker_id,
+        customer_id: customer_id.to_owned(),
+        registered_at: time(&registered_at)?,
+        expires_at: expires_at.as_deref().map(time).transpose()?,
+    }))
+}
+
+/// A visit as decided, before it has a seq.
+struct NewVisit {
+    office_day: String,
+    method: Method,
+    card: Option<String>,
+    customer: Option<CustomerView>,
+    outcome: wire::Outcome,
+    reason: Option<String>,
+    reason_detail: Option<String>,
+    kind: Option<VisitKind>,
+    received: Received,
+    broker_id: Option<String>,
+}
+
+/// Writes the visit and its outbox row under the next seq, and returns it as stored.
+fn insert_visit(
+    tx: &Connection,
+    identity: &Identity,
+    input: &VisitInput<'_>,
+    v: NewVisit,
+) -> Result<VisitView, StoreError> {
     let seq: u64 = tx
         .prepare_cached(
             "UPDATE counters SET value = value + 1 WHERE name = 'outbox_seq' RETURNING value",
         )?
         .query_row([], |r| r.get(0))?;
+    let received = v.received;
+    // Served by a stand-in (义务接待): someone received the visitor for the absent owner.
+    let stand_in = received.stand_in_for.is_some() && received.consultant_id.is_some();
     let record = wire::VisitRecord {
         id: input.id,
         kiosk_id: identity.kiosk_id.clone(),
         office_id: identity.office_id.clone(),
         seq,
         source: input.source.to_owned(),
-        method: wire_method(method),
-        card,
-        customer_id: row.as_ref().map(|r| r.customer.id.clone()),
-        outcome,
-        reason: reason.map(|r| r.code().to_owned()),
-        kind: kind.map(|k| match k {
+        method: wire_method(v.method),
+        card: v.card,
+        customer_id: v.customer.as_ref().map(|c| c.id.clone()),
+        outcome: v.outcome,
+        reason: v.reason,
+        kind: v.kind.map(|k| match k {
             VisitKind::First => wire::VisitKind::First,
             VisitKind::Revisit => wire::VisitKind::Revisit,
         }),
-        consultant_id: row
-            .as_ref()
-            .and_then(|r| r.consultant.as_ref().map(|c| c.id.clone())),
-        stand_in: false,
+        consultant_id: received.consultant_id,
+        stand_in,
         device_time: input.device_time,
         recorded_at: jiff::Timestamp::now(),
-        office_day: Some(office_day.clone()),
-        broker_id: None,
-        stand_in_for: None,
-        public_pool: false,
+        office_day: Some(v.office_day.clone()),
+        broker_id: v.broker_id,
+        stand_in_for: received.stand_in_for,
+        public_pool: received.public_pool,
     };
-    let outcome_str = outcome_code(outcome);
+    let outcome_str = outcome_code(v.outcome);
     tx.prepare_cached(
         "INSERT INTO visits (id, seq, source, method, card, customer_id, outcome, reason, reason_detail,
-                             kind, consultant_id, stand_in, office_day, device_time, recorded_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 0, ?12, ?13, ?14)",
+                             kind, consultant_id, stand_in, office_day, device_time, recorded_at,
+                             broker_id, stand_in_for, public_pool)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
-    .execute(
-        params![
-            record.id.to_string(),
-            seq,
-            record.source,
-            method.as_str(),
-            record.card,
-            record.customer_id,
-            outcome_str,
-            record.reason,
-            reason_detail,
-            kind.map(VisitKind::as_str),
-            record.consultant_id,
-            office_day,
-            record.device_time.to_string(),
-            record.recorded_at.to_string(),
-        ],
-    )?;
+    .execute(params![
+        record.id.to_string(),
+        seq,
+        record.source,
+        v.method.as_str(),
+        record.card,
+        record.customer_id,
+        outcome_str,
+        record.reason,
+        v.reason_detail,
+        v.kind.map(VisitKind::as_str),
+        record.consultant_id,
+        record.stand_in,
+        v.office_day,
+        record.device_time.to_string(),
+        record.recorded_at.to_string(),
+        record.broker_id,
+        record.stand_in_for,
+        record.public_pool,
+    ])?;
     let body = serde_json::to_string(&wire::Record::Visit(record.clone()))
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     tx.prepare_cached(
         "INSERT INTO outbox (seq, record_id, kind, body) VALUES (?1, ?2, 'visit', ?3)",
     )?
     .execute(params![seq, record.id.to_string(), body])?;
-    Ok(Some(Recorded {
-        decision,
-        visit: VisitView {
-            id: record.id,
-            seq,
-            source: record.source,
-            method: method.as_str().to_owned(),
-            card: record.card,
-            outcome: outcome_str.to_owned(),
-            reason: record.reason,
-            reason_detail,
-            kind: kind.map(|k| k.as_str().to_owned()),
-            customer: row.as_ref().map(|r| r.customer.clone()),
-            consultant: row.and_then(|r| r.consultant),
-            office_day,
-            device_time: record.device_time.to_string(),
-            recorded_at: record.recorded_at.to_string(),
-            broker_id: record.broker_id,
-            stand_in_for: record.stand_in_for,
-            public_pool: record.public_pool,
-        },
-    }))
+    let consultant = match &record.consultant_id {
+        Some(id) => consultant_by_id(tx, id)?,
+        None => None,
+    };
+    Ok(VisitView {
+        id: record.id,
+        seq,
+        source: record.source,
+        method: v.method.as_str().to_owned(),
+        card: record.card,
+        outcome: outcome_str.to_owned(),
+        reason: record.reason,
+        reason_detail: v.reason_detail,
+        kind: v.kind.map(|k| k.as_str().to_owned()),
+        customer: v.customer,
+        consultant,
+        office_day: v.office_day,
+        device_time: record.device_time.to_string(),
+        recorded_at: record.recorded_at.to_string(),
+        broker_id: record.broker_id,
+        stand_in_for: record.stand_in_for,
+        public_pool: record.public_pool,
+    })
+}
+
+/// The roster's consultant, as `visit_by_id` joins them (a consultant the roster has
+/// dropped is named by no one).
+fn consultant_by_id(tx: &Connection, id: &str) -> rusqlite::Result<Option<ConsultantView>> {
+    tx.prepare_cached("SELECT id, name FROM consultants WHERE id = ?1")?
+        .query_row([id], |r| {
+            Ok(ConsultantView {
+                id: r.get(0)?,
+                name: r.get(1)?,
+            })
+        })
+        .optional()
 }
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -890,7 +1301,7 @@ fn lookup_card(
 ) -> Result<Option<CardRow>, rusqlite::Error> {
     conn.prepare_cached(
         "SELECT cards.status, cards.note, customers.id, customers.surname, customers.title, customers.tier,
-                consultants.id, consultants.name
+                consultants.id, consultants.name, customers.source, customers.last_follow_up
          FROM cards JOIN customers ON customers.id = cards.customer_id
          LEFT JOIN consultants ON consultants.id = customers.consultant_id
          WHERE cards.token = ?1 AND (?2 = 0 OR cards.low24_only = 1)",
@@ -909,6 +1320,8 @@ fn lookup_card(
                 (Some(id), Some(name)) => Some(ConsultantView { id, name }),
                 _ => None,
             },
+            source: r.get(8)?,
+            last_follow_up: r.get(9)?,
         })
     })
     .optional()
@@ -919,7 +1332,7 @@ fn lookup_card(
 fn find_customer(conn: &Connection, id: &str) -> Result<Option<CardRow>, rusqlite::Error> {
     conn.prepare_cached(
         "SELECT customers.id, customers.surname, customers.title, customers.tier,
-                consultants.id, consultants.name
+                consultants.id, consultants.name, customers.source, customers.last_follow_up
          FROM customers LEFT JOIN consultants ON consultants.id = customers.consultant_id
          WHERE customers.id = ?1",
     )?
@@ -940,6 +1353,8 @@ fn find_customer(conn: &Connection, id: &str) -> Result<Option<CardRow>, rusqlit
                 (Some(id), Some(name)) => Some(ConsultantView { id, name }),
                 _ => None,
             },
+            source: r.get(6)?,
+            last_follow_up: r.get(7)?,
         })
     })
     .optional()
@@ -1360,7 +1775,10 @@ impl ReadDb {
         self.with(move |c| {
             Ok(Counts {
                 visits_today: c.query_row(
-                    "SELECT count(*) FROM visits WHERE office_day = ?1 AND outcome = 'welcome'",
+                    concat!(
+                        "SELECT count(*) FROM visits WHERE office_day = ?1 AND ",
+                        counted!()
+                    ),
                     [today],
                     |r| r.get(0),
                 )?,
@@ -1380,6 +1798,7 @@ impl ReadDb {
 mod tests {
     use super::*;
     use crate::roster::parse_csv;
+    use crate::rotation::RotationOp;
 
     fn identity() -> Identity {
         Identity {
@@ -1649,6 +2068,440 @@ mod tests {
         Store::open(dir.path(), identity()).expect("open again");
     }
 
+    // Reception: who receives a counted visit, and brokers' codes.
+
+    const RECEPTION_HEADER: &str = "card,customer_id,surname,title,tier,consultant_id,consultant_name,source,last_follow_up,broker_id,broker_name,registered_at,registration_expires_at\n";
+
+    /// (what, card, receiver, stand-in for, public pool, queue after)
+    type ReceptionRow = (
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        bool,
+        &'static str,
+    );
+    /// (what, card, time, receiver, stand-in for, public pool)
+    type FollowUpRow = (
+        &'static str,
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        bool,
+    );
+
+    /// A store with `rows` (after `RECEPTION_HEADER`) and `on_duty` checked in, in order.
+    fn reception_store(dir: &Path, rows: &str, on_duty: &[&str]) -> Store {
+        let mut s = Store::open(dir, identity()).expect("open");
+        let roster = parse_csv(format!("{RECEPTION_HEADER}{rows}").as_bytes()).expect("roster");
+        s.import_roster(&roster).expect("import");
+        for id in on_duty {
+            rotate(&mut s, RotationOp::CheckIn((*id).into()));
+        }
+        s
+    }
+
+    fn rotate(s: &mut Store, op: RotationOp) {
+        s.change_rotation(&op)
+            .expect("store")
+            .unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    }
+
+    /// The saved queue as "A B*" (head first, `*` = with a visitor).
+    fn queue(s: &Store) -> String {
+        load_rotation(&s.conn)
+            .expect("rotation")
+            .to_entries()
+            .iter()
+            .map(|(id, busy)| if *busy { format!("{id}*") } else { id.clone() })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// How a stored visit was received, read back from the table and from its outbox
+    /// record: (consultant, stand_in, stand_in_for, public_pool).
+    fn received(s: &Store, id: Uuid) -> (Option<String>, bool, Option<String>, bool) {
+        let stored: (Option<String>, bool, Option<String>, bool, String) = s
+            .conn
+            .query_row(
+                "SELECT v.consultant_id, v.stand_in, v.stand_in_for, v.public_pool, o.body
+                 FROM visits v JOIN outbox o USING (seq) WHERE v.id = ?1",
+                [id.to_string()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .expect("visit");
+        let wire::Record::Visit(w) = serde_json::from_str(&stored.4).expect("wire") else {
+            panic!("not a visit");
+        };
+        assert_eq!(
+            (&w.consultant_id, w.stand_in, &w.stand_in_for, w.public_pool),
+            (&stored.0, stored.1, &stored.2, stored.3),
+            "the outbox record says what the table says"
+        );
+        (stored.0, stored.1, stored.2, stored.3)
+    }
+
+    fn who(
+        consultant: Option<&str>,
+        stand_in_for: Option<&str>,
+        public_pool: bool,
+    ) -> (Option<String>, bool, Option<String>, bool) {
+        (
+            consultant.map(str::to_owned),
+            consultant.is_some() && stand_in_for.is_some(),
+            stand_in_for.map(str::to_owned),
+            public_pool,
+        )
+    }
+
+    /// Each counted visit is received by the rules of `reception::assign`, and the queue
+    /// it moved is saved with it.
+    #[test]
+    fn counted_visits_are_received_by_owner_stand_in_or_rotation() {
+        let dir = tempfile::tempdir().expect("dir");
+        let rows = "\
+nfc:04000001,C1,张,mr,gold,E1,李娜,,,,,,
+nfc:04000002,C2,王,ms,normal,E2,陈晨,walk_in,2026-11-15T00:00:00Z,,,,
+nfc:04000003,C3,李,ms,normal,E1,李娜,phone,2026-11-01T00:00:00Z,,,,
+nfc:04000004,C4,赵,mr,normal,,,,,,,,
+nfc:04000005,C5,钱,mr,normal,E3,周,,,,,,
+";
+        let mut s = reception_store(dir.path(), rows, &["E3", "E1"]);
+        let day = "2026-11-20T02:00:00Z";
+        // (what, card, receiver, stand-in for, public pool, queue after)
+        let cases: Vec<ReceptionRow> = vec![
+            (
+                "owner on duty (protection untracked) → owner, busy",
+                "nfc:04000001",
+                Some("E1"),
+                None,
+                false,
+                "E3 E1*",
+            ),
+            (
+                "owner E2 off duty → the free head stands in",
+                "nfc:04000002",
+                Some("E3"),
+                Some("E2"),
+                false,
+                "E1* E3*",
+            ),
+            (
+                "phone protection lapsed, everyone busy → public pool, nobody",
+                "nfc:04000003",
+                None,
+                None,
+                true,
+                "E1* E3*",
+            ),
+        ];
+        let mut seen = Vec::new();
+        for (what, card, consultant, stand_in_for, public_pool, after) in cases {
+            let rec = tap(&mut s, card, day);
+            assert!(matches!(rec.decision, Decision::Welcome(_)), "{what}");
+            assert_eq!(
+                received(&s, rec.visit.id),
+                who(consultant, stand_in_for, public_pool),
+                "{what}"
+            );
+            assert_eq!(
+                rec.visit.consultant.as_ref().map(|c| c.id.as_str()),
+                consultant,
+                "{what}"
+            );
+            assert_eq!(rec.visit.stand_in_for.as_deref(), stand_in_for, "{what}");
+            assert_eq!(rec.visit.public_pool, public_pool, "{what}");
+            assert_eq!(queue(&s), after, "{what}: queue");
+            seen.push(rec.visit.id);
+        }
+        // The greeting's consultant is the receiver, named from the roster.
+        let stand_in = visit_by_id(&s.conn, &seen[1].to_string()).expect("visit");
+        assert_eq!(stand_in.consultant.map(|c| c.name).as_deref(), Some("周"));
+
+        rotate(&mut s, RotationOp::Free("E1".into()));
+        rotate(&mut s, RotationOp::Free("E3".into()));
+        let rec = tap(&mut s, "nfc:04000004", day);
+        assert_eq!(
+            received(&s, rec.visit.id),
+            who(Some("E1"), None, false),
+            "no owner → rotation"
+        );
+        assert_eq!(queue(&s), "E3 E1*");
+        // A repeat tap greets with the day's visit and moves nobody.
+        let rec = tap(&mut s, "nfc:04000002", "2026-11-20T03:00:00Z");
+        assert_eq!((rec.decision, rec.visit.id), (Decision::Repeat, seen[1]));
+        assert_eq!(queue(&s), "E3 E1*");
+        // An unknown card is received by nobody and moves nobody.
+        let rec = tap(&mut s, "nfc:04FFFFFF", day);
+        assert_eq!(received(&s, rec.visit.id), who(None, None, false));
+        assert_eq!(queue(&s), "E3 E1*");
+
+        rotate(&mut s, RotationOp::CheckOut("E1".into()));
+        rotate(&mut s, RotationOp::CheckOut("E3".into()));
+        let rec = tap(&mut s, "nfc:04000005", day);
+        assert_eq!(
+            received(&s, rec.visit.id),
+            who(None, Some("E3"), false),
+            "nobody on duty: nobody receives, and the absent owner is named to be told"
+        );
+        assert_eq!(rec.visit.consultant, None);
+
+        // The next day, E2 alone on duty stands in for E1; the queue saved with that
+        // visit is the one a restarted kiosk finds.
+        rotate(&mut s, RotationOp::CheckIn("E2".into()));
+        let rec = tap(&mut s, "nfc:04000001", "2026-11-21T02:00:00Z");
+        assert_eq!(
+            received(&s, rec.visit.id),
+            who(Some("E2"), Some("E1"), false)
+        );
+        assert_eq!(queue(&s), "E2*");
+        drop(s);
+        let s = Store::open(dir.path(), identity()).expect("reopen");
+        assert_eq!(queue(&s), "E2*");
+    }
+
+    /// The protection runs from the later of the roster's follow-up and the owner's own
+    /// last counted visit here; a stand-in's visit does not renew it. The periods are the
+    /// store's (set from `[reception]`).
+    #[test]
+    fn protection_runs_from_the_owners_own_last_visit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let rows = "\
+nfc:04000001,C1,张,mr,normal,E1,李娜,walk_in,2026-10-01T00:00:00Z,,,,
+nfc:04000002,C2,王,ms,normal,E2,陈晨,walk_in,2026-10-01T00:00:00Z,,,,
+";
+        let mut s = reception_store(dir.path(), rows, &["E1"]);
+        // (what, card, time, receiver, stand-in for, public pool)
+        let cases: Vec<FollowUpRow> = vec![
+            (
+                "C1 within 15 days of the roster's follow-up",
+                "nfc:04000001",
+                "2026-10-10T02:00:00Z",
+                Some("E1"),
+                None,
+                false,
+            ),
+            (
+                "C2's owner off duty: E1 stands in",
+                "nfc:04000002",
+                "2026-10-10T03:00:00Z",
+                Some("E1"),
+                Some("E2"),
+                false,
+            ),
+            // 19 days after the roster's follow-up, 10 after E1's own visit.
+            (
+                "C1 renewed by the owner's visit",
+                "nfc:04000001",
+                "2026-10-20T02:00:00Z",
+                Some("E1"),
+                None,
+                false,
+            ),
+            // The stand-in's visit of 10-10 renewed nothing: lapsed on 10-16, and the
+            // rotation's turn (E1, alone on duty) receives.
+            (
+                "C2 lapsed despite the stand-in's visit",
+                "nfc:04000002",
+                "2026-10-20T03:00:00Z",
+                Some("E1"),
+                None,
+                true,
+            ),
+            (
+                "C1 exactly 15 days after the owner's last visit",
+                "nfc:04000001",
+                "2026-11-04T02:00:00Z",
+                Some("E1"),
+                None,
+                true,
+            ),
+        ];
+        for (what, card, at, consultant, stand_in_for, public_pool) in cases {
+            // E1 frees themselves between visitors.
+            rotate(&mut s, RotationOp::Free("E1".into()));
+            let rec = tap(&mut s, card, at);
+            assert_eq!(
+                received(&s, rec.visit.id),
+                who(consultant, stand_in_for, public_pool),
+                "{what}"
+            );
+        }
+
+        // A longer configured visit period keeps C2 (last follow-up 10-01) protected.
+        let other = tempfile::tempdir().expect("dir");
+        let mut s = reception_store(other.path(), rows, &["E2"]);
+        s.set_protection_periods(ProtectionPeriods {
+            visit: std::time::Duration::from_secs(30 * 24 * 3600),
+            ..ProtectionPeriods::DEFAULT
+        });
+        let rec = tap(&mut s, "nfc:04000002", "2026-10-20T03:00:00Z");
+        assert_eq!(received(&s, rec.visit.id), who(Some("E2"), None, false));
+    }
+
+    /// Broker codes (确客): confirmed → the customer's visit (counted once a day, received
+    /// like a welcome); refused → a denied visit with the refusal's code and reason.
+    #[test]
+    fn broker_codes_confirm_or_are_refused_and_count_once_a_day() {
+        let dir = tempfile::tempdir().expect("dir");
+        let rows = "\
+nfc:04000003,C3,李,ms,normal,E1,李娜,broker,,B1,链家,2026-11-10T00:00:00Z,
+nfc:04000006,C6,孙,mr,normal,E2,陈晨,,,B2,我爱我家,2026-11-01T00:00:00Z,2026-11-12T00:00:00Z
+nfc:04000007,C7,周,mr,normal,,,,,,,,
+";
+        let mut s = reception_store(dir.path(), rows, &["E1", "E2"]);
+        let day1 = "2026-11-20T02:00:00Z";
+        let scan = |s: &mut Store, code: &str, at: &str| tap(s, code, at);
+
+        let confirmed = scan(&mut s, "qr:broker:B1:C3", day1);
+        assert_eq!(
+            confirmed.decision,
+            Decision::BrokerConfirmed(Some(VisitKind::First))
+        );
+        let v = &confirmed.visit;
+        assert_eq!(
+            (
+                v.outcome.as_str(),
+                v.kind.as_deref(),
+                v.broker_id.as_deref(),
+                v.method.as_str()
+            ),
+            ("broker_confirmed", Some("first"), Some("B1"), "qr")
+        );
+        assert_eq!(v.customer.as_ref().map(|c| c.id.as_str()), Some("C3"));
+        // Received like a welcome: C3's owner E1 is on duty. The registration does not
+        // make the broker (or anyone else) the owner.
+        assert_eq!(received(&s, v.id), who(Some("E1"), None, false));
+        assert_eq!(queue(&s), "E1* E2");
+        let body: String = s
+            .conn
+            .query_row("SELECT body FROM outbox WHERE seq = ?1", [v.seq], |r| {
+                r.get(0)
+            })
+            .expect("outbox");
+        assert!(
+            body.contains(r#""outcome":"broker_confirmed""#)
+                && body.contains(r#""broker_id":"B1""#),
+            "{body}"
+        );
+
+        // The same code again, and C3's own card, the same day: greeted, nothing written.
+        for token in ["qr:broker:B1:C3", "nfc:04000003"] {
+            let again = scan(&mut s, token, "2026-11-20T03:00:00Z");
+            assert_eq!(
+                (again.decision, again.visit.id),
+                (Decision::Repeat, v.id),
+                "{token}"
+            );
+        }
+
+        // Next day the card comes first; the broker's scan is then evidence, uncounted,
+        // with the day's receiver; a second scan only greets.
+        rotate(&mut s, RotationOp::Free("E1".into()));
+        let day2 = "2026-11-21T02:00:00Z";
+        let welcome = tap(&mut s, "nfc:04000003", day2);
+        assert_eq!(welcome.decision, Decision::Welcome(VisitKind::Revisit));
+        let evidence = scan(&mut s, "qr:broker:B1:C3", "2026-11-21T02:05:00Z");
+        assert_eq!(evidence.decision, Decision::BrokerConfirmed(None));
+        assert_eq!(
+            (
+                evidence.visit.outcome.as_str(),
+                evidence.visit.kind.as_deref(),
+                evidence.visit.broker_id.as_deref()
+            ),
+            ("broker_confirmed", None, Some("B1"))
+        );
+        assert_eq!(
+            received(&s, evidence.visit.id),
+            who(Some("E1"), None, false)
+        );
+        let again = scan(&mut s, "qr:broker:B1:C3", "2026-11-21T02:06:00Z");
+        assert_eq!(
+            (again.decision, again.visit.id),
+            (Decision::Repeat, evidence.visit.id)
+        );
+        let counted: i64 = s
+            .conn
+            .query_row(
+                concat!("SELECT count(*) FROM visits WHERE customer_id = 'C3' AND office_day = '2026-11-21' AND ", counted!()),
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(counted, 1, "one counted visit a day");
+        // And the index itself refuses a second counted confirmation of the day.
+        let second = s.conn.execute(
+            "INSERT INTO visits (id, seq, source, method, customer_id, outcome, kind, office_day, device_time, recorded_at)
+             VALUES ('x', 999, 'r', 'qr', 'C3', 'broker_confirmed', 'revisit', '2026-11-21', 't', 't')",
+            [],
+        );
+        assert!(
+            second.is_err(),
+            "the partial unique index counts broker_confirmed"
+        );
+
+        // Refusals: (code, reason, customer recorded, broker recorded).
+        let cases: Vec<(&str, &str, Option<&str>, Option<&str>)> = vec![
+            ("qr:broker:B2:C3", "other_broker", Some("C3"), Some("B2")),
+            (
+                "qr:broker:B2:C6",
+                "registration_expired",
+                Some("C6"),
+                Some("B2"),
+            ),
+            // B2's registration of C6 has lapsed, so B1 simply has none.
+            (
+                "qr:broker:B1:C6",
+                "unknown_registration",
+                Some("C6"),
+                Some("B1"),
+            ),
+            (
+                "qr:broker:B1:C7",
+                "unknown_registration",
+                Some("C7"),
+                Some("B1"),
+            ),
+            ("qr:broker:B1:C99", "unknown_customer", None, Some("B1")),
+            ("qr:broker:B1", "malformed_broker_code", None, Some("B1")),
+            ("qr:broker::C3", "malformed_broker_code", None, None),
+        ];
+        let before = queue(&s);
+        for (code, reason, customer, broker) in cases {
+            let rec = scan(&mut s, code, day1);
+            let v = &rec.visit;
+            assert!(matches!(rec.decision, Decision::Denied(_)), "{code}");
+            assert_eq!(
+                (v.outcome.as_str(), v.reason.as_deref()),
+                ("denied", Some(reason)),
+                "{code}"
+            );
+            assert_eq!(
+                v.customer.as_ref().map(|c| c.id.as_str()),
+                customer,
+                "{code}"
+            );
+            assert_eq!(v.broker_id.as_deref(), broker, "{code}");
+            assert_eq!(v.kind, None, "{code}");
+            let detail = v.reason_detail.as_deref().unwrap_or_default();
+            assert!(
+                detail.contains(" · "),
+                "{code}: a bilingual reason, got {detail:?}"
+            );
+            assert_eq!(received(&s, v.id), who(None, None, false), "{code}");
+            assert_eq!(
+                v.card.as_deref(),
+                Some(code),
+                "{code}: the code as read is kept"
+            );
+        }
+        assert_eq!(queue(&s), before, "refusals move nobody");
+        // A refused code is no visit: C6's card on that day is a first welcome.
+        let rec = tap(&mut s, "nfc:04000006", day1);
+        assert_eq!(rec.decision, Decision::Welcome(VisitKind::First));
+    }
+
     // Group commit: the writer's shared transaction.
 
     use std::future::Future;
@@ -1844,6 +2697,46 @@ mod tests {
         assert_eq!(first.await.expect("a"), 0);
         assert_eq!(keys(dir.path()), ["job-a"]);
         slow.await.expect("slow");
+        drop(writer);
+        thread.join().expect("writer thread");
+    }
+
+    /// In a group, a visit's rotation turn lives in its savepoint: a job that fails after
+    /// recording takes its turn back with its visit, and the others' turns are committed.
+    #[tokio::test]
+    async fn a_rolled_back_visit_takes_no_turn() {
+        let dir = tempfile::tempdir().expect("dir");
+        let rows = "\
+nfc:04000001,C1,张,mr,normal,,,,,,,,
+nfc:04000002,C2,王,ms,normal,,,,,,,,
+nfc:04000003,C3,李,ms,normal,E3,周,,,,,,
+nfc:04000004,C4,赵,mr,normal,E4,吴,,,,,,
+";
+        let s = reception_store(dir.path(), rows, &["E3", "E4"]);
+        let (writer, thread) = Writer::spawn(s).expect("writer");
+        let tap_in_group = |card: &'static str, fail: bool| {
+            queued(writer.call_grouped(move |s| {
+                let rec = s.record_tap_in_group(&TapInput {
+                    source: "r".into(),
+                    token: CardToken::parse(card).expect("token"),
+                    device_time: "2026-11-20T02:00:00Z".parse().expect("time"),
+                })?;
+                if fail {
+                    return Err(StoreError::Group("a later step failed".into()));
+                }
+                Ok(rec.visit.consultant.map(|c| c.id))
+            }))
+        };
+        let (release, held) = hold(&writer);
+        let failing = tap_in_group("nfc:04000001", true);
+        let next = tap_in_group("nfc:04000002", false);
+        release.send(()).expect("release");
+        held.await.expect("held");
+        assert!(failing.await.is_err());
+        // The failed visit's turn (E3's) was given back: C2 takes it.
+        assert_eq!(next.await.expect("C2").as_deref(), Some("E3"));
+        let saved = writer.call(|s| Ok(queue(s))).await.expect("queue");
+        assert_eq!(saved, "E4 E3*");
         drop(writer);
         thread.join().expect("writer thread");
     }

@@ -88,6 +88,8 @@ pub struct VisitRecord {
     pub reason: Option<String>,
     /// First visit or revisit; only for a welcomed customer.
     pub kind: Option<VisitKind>,
+    /// Who received the visitor (the owner, a stand-in or the rotation's turn); null
+    /// when nobody on duty was free, and for unknown and denied visits.
     pub consultant_id: Option<String>,
     pub stand_in: bool,
     /// The kiosk's clock at the tap.
@@ -103,7 +105,9 @@ pub struct VisitRecord {
     /// and the refusal's code in `reason`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker_id: Option<String>,
-    /// With `stand_in`: the owner the consultant stood in for (义务接待).
+    /// The customer's owner, off duty, who is told of the visit: with `stand_in`, the
+    /// owner `consultant_id` stood in for (义务接待); without (`consultant_id` null),
+    /// nobody on duty could receive their customer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stand_in_for: Option<String>,
     /// The customer's protection had lapsed (公海): the consultant who received them got
