@@ -44,9 +44,12 @@
   /** What to say for a greeting event. Only masked fields are used: the event has nothing else. */
   function content(g) {
     const m = g.member;
-    const consultantLine = g.consultant
-      ? [`您的顾问 ${g.consultant} 马上到`, `Your consultant ${g.consultant} is on the way`]
-      : ["请稍候，顾问马上为您服务", "Please wait a moment — a consultant will be right with you"];
+    // A stand-in receives the customer for their own consultant, who is away.
+    const consultantLine = g.consultant && g.stand_in
+      ? [`顾问 ${g.consultant} 马上为您接待`, `Consultant ${g.consultant} will receive you`]
+      : g.consultant
+        ? [`您的顾问 ${g.consultant} 马上到`, `Your consultant ${g.consultant} is on the way`]
+        : ["请稍候，顾问马上为您服务", "Please wait a moment — a consultant will be right with you"];
     if (g.outcome === "welcome" && m) {
       const back = g.repeat || g.visit_kind === "revisit";
       return {
@@ -80,7 +83,7 @@
           ["此卡已停用，请到前台", "This card is no longer valid"],
           ["前台将为您办理", "Please see reception"],
         ],
-      }[g.reason] || (["unknown_registration", "registration_expired", "other_broker"].includes(g.reason)
+      }[g.reason] || (["unknown_registration", "registration_expired", "other_broker", "malformed_broker_code", "unknown_customer"].includes(g.reason)
         ? [["渠道确客未通过", "Broker check-in not confirmed"], ["请到前台，工作人员为您核实", "Please see reception — our staff will check it"]]
         : [["请到前台", "Please see reception"], ["工作人员将为您服务", "Our staff will help you"]]);
       const note = {

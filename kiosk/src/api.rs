@@ -254,16 +254,24 @@ impl From<ReaderStatus> for PublicReader {
 #[derive(Debug, Clone, Serialize)]
 pub struct Greeting {
     pub visit_id: Option<Uuid>,
-    /// welcome, unknown, denied, or error when the tap could not be stored.
+    /// welcome, broker_confirmed (a broker's code matched the customer's registration),
+    /// unknown, denied, or error when the tap could not be stored.
     pub outcome: String,
+    /// Why a tap was denied: a card's (`card_revoked`, …) or a broker code's refusal
+    /// (`unknown_registration`, `registration_expired`, `other_broker`,
+    /// `malformed_broker_code`, `unknown_customer`).
     pub reason: Option<String>,
-    /// first or revisit, for a welcome.
+    /// first or revisit, for a counted visit.
     pub visit_kind: Option<String>,
     /// True when the customer's visit of the day was already recorded.
     pub repeat: bool,
     pub member: Option<MaskedMember>,
-    /// The consultant's display name (staff names are not personal data of the visitor).
+    /// The display name of the consultant who receives the visitor (the owner, a
+    /// stand-in, or the rotation's turn); none when nobody on duty is free. Staff names
+    /// are not personal data of the visitor.
     pub consultant: Option<String>,
+    /// The consultant stands in for the customer's own consultant, who is away.
+    pub stand_in: bool,
     pub reader: String,
     pub at: jiff::Timestamp,
 }
@@ -296,6 +304,7 @@ impl Greeting {
                 tier: c.tier.as_str(),
             }),
             consultant: v.consultant.as_ref().map(|k| k.name.clone()),
+            stand_in: v.consultant.is_some() && v.stand_in_for.is_some(),
             reader: reader.to_owned(),
             at,
         }
@@ -311,6 +320,7 @@ impl Greeting {
             repeat: false,
             member: None,
             consultant: None,
+            stand_in: false,
             reader: reader.to_owned(),
             at,
         }
@@ -517,7 +527,7 @@ async fn healthz(State(s): State<ApiState>) -> Result<Json<Health>, ApiError> {
 #[utoipa::path(get, path = "/api/v1/events", tag = "screen",
     description = "Server-sent events for the screen, public and masked: no customer id, card or phone. \
 Events `reader` (`{\"type\":\"reader\",\"reader\",\"connected\",\"card_present\"}`, the readers' state first) and \
-`greeting` (`{\"type\":\"greeting\",\"visit_id\",\"outcome\",\"reason\",\"visit_kind\",\"repeat\",\"member\",\"consultant\",\"reader\",\"at\"}`). The stream stays open.",
+`greeting` (`{\"type\":\"greeting\",\"visit_id\",\"outcome\",\"reason\",\"visit_kind\",\"repeat\",\"member\",\"consultant\",\"stand_in\",\"reader\",\"at\"}`). The stream stays open.",
     responses((status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String)))]
 async fn events(State(s): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = BroadcastStream::new(s.events.subscribe());
@@ -570,16 +580,32 @@ pub(crate) struct VisitJson {
     /// Per kiosk, gap-free, from 1.
     #[schema(minimum = 1)]
     seq: u64,
+    /// welcome, broker_confirmed, unknown or denied.
     outcome: String,
+    /// Why it was denied (a code), e.g. card_revoked, other_broker.
     reason: Option<String>,
+    /// For staff: the card's note, or a broker code's refusal in words.
     reason_detail: Option<String>,
+    /// first or revisit for a counted visit; null for uncounted ones (unknown, denied, and
+    /// a broker's confirmation after the customer's visit of the day).
     kind: Option<String>,
     customer_id: Option<String>,
     name_zh: Option<String>,
     #[schema(value_type = Option<String>)]
     tier: Option<&'static str>,
+    /// Who received the visitor: the owner, a stand-in, or the rotation's turn (a broker's
+    /// later confirmation: the day's receiver); null when nobody on duty was free, and for
+    /// unknown and denied taps.
     consultant_id: Option<String>,
     consultant_name: Option<String>,
+    /// The customer's own consultant, away (off duty) and told of the visit: the
+    /// receiver stood in for them (义务接待), or nobody could receive.
+    stand_in_for: Option<String>,
+    /// The customer's protection had lapsed (公海): received by the rotation, and the hub
+    /// may give them to another consultant.
+    public_pool: bool,
+    /// The broker of a broker code (确客), confirmed or refused.
+    broker_id: Option<String>,
     source: String,
     method: String,
     card: Option<String>,
@@ -608,6 +634,9 @@ impl From<VisitView> for VisitJson {
             tier: v.customer.as_ref().map(|c| c.tier.as_str()),
             consultant_id: v.consultant.as_ref().map(|k| k.id.clone()),
             consultant_name: v.consultant.map(|k| k.name),
+            stand_in_for: v.stand_in_for,
+            public_pool: v.public_pool,
+            broker_id: v.broker_id,
             source: v.source,
             method: v.method,
             card: v.card,

@@ -250,6 +250,22 @@ fn import_roster(config: &Path, file: &Path) -> ExitCode {
     }
 }
 
+/// The sample roster's consultants on duty, so the demo's greetings name who receives;
+/// a queue already saved (a demo run again on its `--data-dir`) is kept.
+fn seed_demo_rotation(data_dir: &Path, identity: Identity) -> anyhow::Result<()> {
+    let mut store = Store::open(data_dir, identity)?;
+    let tx = store.conn_mut().transaction()?;
+    if crate::rotation::load_rotation(&tx)?.is_empty() {
+        let mut rotation = crate::reception::Rotation::new();
+        for id in ["E01", "E02"] {
+            rotation.check_in(id);
+        }
+        crate::rotation::save_rotation(&tx, &rotation)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 fn identity(cfg: &Config) -> Identity {
     Identity {
         kiosk_id: cfg.kiosk.id.to_string(),
@@ -495,6 +511,10 @@ fn demo(listen: std::net::SocketAddr, data_dir: Option<PathBuf>, every: u64) -> 
         );
         let config = Config::parse(&text, Path::new("."))
             .map_err(|p| anyhow::anyhow!("demo config is invalid: {p:?}"))?;
+        let (kiosk_dir, kiosk_identity) = (config.kiosk.data_dir.clone(), identity(&config));
+        tokio::task::spawn_blocking(move || seed_demo_rotation(&kiosk_dir, kiosk_identity))
+            .await
+            .context("the demo's rotation task failed")??;
         let hub_stop = CancellationToken::new();
         let hub_task = tokio::spawn(hub.run_until_stopped(hub_stop.clone()));
         // A staff device for the console, new at every start: its token is printed

@@ -60,7 +60,7 @@ pub(crate) struct PostBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PostAnswer {
     visit: VisitJson,
-    /// welcome, unknown or denied.
+    /// welcome, broker_confirmed, unknown or denied.
     outcome: String,
     /// True when the customer's visit of the day was already recorded.
     repeat: bool,

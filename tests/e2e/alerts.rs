@@ -130,7 +130,8 @@ async fn a_welcome_alerts_the_consultants_handheld_masked_once_and_until_acknowl
     assert_eq!(stream_status(&kiosk, None, "E01").await, 401);
 
     let mut li_events = SseClient::connect_bearer(&e01, &li).await;
-    // C0001 (张, gold) belongs to E01.
+    // C0001 (张, gold) belongs to E01, on duty, who receives them.
+    crate::reception::check_in(&kiosk, &li, "E01").await;
     let (status, posted) = post_customer(&kiosk, &desk, "C0001").await;
     assert_eq!(status, 201, "{posted}");
     assert_eq!(posted["outcome"], "welcome");

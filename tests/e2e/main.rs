@@ -5,6 +5,7 @@ mod browser;
 mod cards;
 mod devices;
 mod openapi;
+mod reception;
 mod rotation;
 mod serial;
 mod sync;
@@ -129,6 +130,9 @@ fn assert_public(ev: &SseEvent) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_tap_greets_and_is_stored_with_status() {
     let mut s = setup("3s").await;
+    // The greeting names the consultant who receives: 张's own, on duty.
+    let desk = devices::add_device(&s.dir, "desk");
+    reception::check_in(&s.kiosk, &desk, "E01").await;
     let (_card, greeting) = s.tap(&ZHANG).await;
     let g = &greeting.data;
     assert_eq!(g["outcome"], "welcome", "{g}");

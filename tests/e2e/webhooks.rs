@@ -143,6 +143,8 @@ async fn webhooks_deliver_signed_at_least_once_in_order_per_consultant() {
     let dir = kiosk_with_hook(&url);
     let desk = add_device(&dir, "desk");
     let kiosk = dir.start();
+    // Their owner on duty receives both customers.
+    crate::reception::check_in(&kiosk, &desk, "E01").await;
 
     let first = post_customer(&kiosk, &desk, "C0001").await;
     let second = post_customer(&kiosk, &desk, "C0003").await;
@@ -196,6 +198,7 @@ async fn webhooks_queue_survives_a_restart() {
     let dir = kiosk_with_hook(&url);
     let desk = add_device(&dir, "desk");
     let mut kiosk = dir.start();
+    crate::reception::check_in(&kiosk, &desk, "E02").await;
 
     let posted = post_customer(&kiosk, &desk, "C0002").await;
     let visit = posted["visit"]["id"].as_str().expect("id").to_owned();
