@@ -784,7 +784,8 @@ pub(crate) fn record_in(
         .to_string();
     if let Presented::Card(token) = input.presented {
         if let Some(code) = reception::parse_broker_code(token.as_str()) {
-            let recorded = record_broker_in(tx, identity, periods, input, &office_day, code)?;
+            let recorded =
+                record_broker_in(tx, identity, periods, input, token, &office_day, code)?;
             return Ok(Some(recorded));
         }
     }
@@ -871,6 +872,7 @@ fn record_broker_in(
     identity: &Identity,
     periods: &ProtectionPeriods,
     input: &VisitInput<'_>,
+    token: &CardToken,
     office_day: &str,
     code: Result<reception::BrokerCode, reception::MalformedCode>,
 ) -> Result<Recorded, StoreError> {
@@ -944,9 +946,6 @@ fn record_broker_in(
                 Some(refusal.reason().to_owned()),
             )
         }
-    };
-    let Presented::Card(token) = input.presented else {
-        unreachable!("a broker code is always a card token");
     };
     let visit = insert_visit(
         tx,
