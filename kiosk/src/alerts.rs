@@ -123,13 +123,15 @@ pub struct Alert {
 
 /// Who hears of a committed visit, and why; no I/O.
 ///
-/// Only a new counted visit (outcome `welcome` or `broker_confirmed`, not the day's repeat)
-/// of a known customer alerts anyone: the receiving consultant (`welcome`); the owner a
+/// Only a new counted visit (outcome `welcome` or `broker_confirmed` with a `kind`, not the
+/// day's repeat) of a known customer alerts anyone — a broker's confirmation of a customer
+/// already counted that day is evidence without a kind, and alerts nobody again: the receiving consultant (`welcome`); the owner a
 /// stand-in served for (`owner`); the manager, when nobody received the visitor
 /// (`unassigned`) or else for a gold member (`manager`). Each consultant is alerted once
 /// per visit, for the first reason in that order.
 pub fn recipients(visit: &VisitView, repeat: bool, manager: Option<&str>) -> Vec<(String, Reason)> {
-    let counted = matches!(visit.outcome.as_str(), "welcome" | "broker_confirmed");
+    let counted =
+        matches!(visit.outcome.as_str(), "welcome" | "broker_confirmed") && visit.kind.is_some();
     let Some(customer) = visit.customer.as_ref().filter(|_| counted && !repeat) else {
         return Vec::new();
     };

@@ -32,7 +32,8 @@ const CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; s
 connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// Outcomes that count as the customer's visit of the day (a broker's confirmed
-/// customer is a visit too).
+/// customer is a visit too), used as `outcome IN {COUNTED} AND kind IS NOT NULL`: a
+/// broker's confirmation after the day's visit is evidence without a kind, not a visit.
 const COUNTED: &str = "('welcome', 'broker_confirmed')";
 
 /// The longest range a CSV export covers; a year of visits fits in memory easily.
@@ -411,7 +412,7 @@ fn read_stats(
     for row in rows {
         let (outcome, kind, n) = row?;
         match outcome.as_str() {
-            "welcome" | "broker_confirmed" => {
+            "welcome" | "broker_confirmed" if kind.is_some() => {
                 out.visits += n;
                 match kind.as_deref() {
                     Some("first") => out.first += n,
@@ -428,7 +429,7 @@ fn read_stats(
         .prepare_cached(&format!(
             "SELECT v.consultant_id, k.name, count(*) FROM visits v
              LEFT JOIN consultants k ON k.id = v.consultant_id
-             WHERE v.office_day = ?1 AND v.outcome IN {COUNTED}
+             WHERE v.office_day = ?1 AND v.outcome IN {COUNTED} AND v.kind IS NOT NULL
              GROUP BY v.consultant_id ORDER BY count(*) DESC, v.consultant_id"
         ))?
         .query_map([&day_text], |r| {
@@ -441,7 +442,7 @@ fn read_stats(
         .collect::<rusqlite::Result<_>>()?;
     out.by_source = c
         .prepare_cached(&format!(
-            "SELECT source, count(*) FROM visits WHERE office_day = ?1 AND outcome IN {COUNTED}
+            "SELECT source, count(*) FROM visits WHERE office_day = ?1 AND outcome IN {COUNTED} AND kind IS NOT NULL
              GROUP BY source ORDER BY count(*) DESC, source"
         ))?
         .query_map([&day_text], |r| {
@@ -452,7 +453,7 @@ fn read_stats(
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT device_time FROM visits WHERE office_day = ?1 AND outcome IN {COUNTED}"
+        "SELECT device_time FROM visits WHERE office_day = ?1 AND outcome IN {COUNTED} AND kind IS NOT NULL"
     ))?;
     for time in stmt.query_map([&day_text], |r| r.get::<_, String>(0))? {
         // A time that does not parse was stored by no kiosk; it is left out of the chart.
@@ -469,7 +470,7 @@ fn read_stats(
     let mut per_day = std::collections::BTreeMap::<String, (u64, u64)>::new();
     let mut stmt = c.prepare_cached(&format!(
         "SELECT office_day, kind, count(*) FROM visits
-         WHERE office_day BETWEEN ?1 AND ?2 AND outcome IN {COUNTED}
+         WHERE office_day BETWEEN ?1 AND ?2 AND outcome IN {COUNTED} AND kind IS NOT NULL
          GROUP BY office_day, kind"
     ))?;
     let rows = stmt.query_map(params![first_day.to_string(), day_text], |r| {
@@ -859,18 +860,25 @@ mod tests {
         )
         .expect("store");
         let roster = crate::roster::parse_csv(
-            "card,customer_id,surname,title,tier,card_status,consultant_id,consultant_name\n\
-             nfc:04A1B2C3,C1,张,mr,gold,active,E01,李娜\n\
-             nfc:04A1B2C4,C2,王,ms,silver,active,,\n"
+            "card,customer_id,surname,title,tier,card_status,consultant_id,consultant_name,broker_id,registered_at\n\
+             nfc:04A1B2C3,C1,张,mr,gold,active,E01,李娜,,\n\
+             nfc:04A1B2C4,C2,王,ms,silver,active,,,B1,2026-11-20T00:00:00Z\n"
                 .as_bytes(),
         )
         .expect("roster");
         store.import_roster(&roster).expect("import");
+        // C1's owner on duty receives them (reception::assign).
+        store
+            .change_rotation(&crate::rotation::RotationOp::CheckIn("E01".into()))
+            .expect("store")
+            .expect("check in");
         for (card, at) in [
-            ("nfc:04A1B2C3", "2026-11-01T03:00:00Z"), // C1's first visit, 11:00 on 11-01
+            ("nfc:04A1B2C3", "2026-11-15T03:00:00Z"), // C1's first visit, 11:00 on 11-15 (E01 protects C1 till 11-30)
             ("nfc:04A1B2C3", "2026-11-22T16:30:00Z"), // 00:30 on 11-23: a revisit
             ("nfc:04A1B2C4", "2026-11-23T02:10:00Z"), // 10:10 on 11-23: a first visit
             ("nfc:04A1B2C4", "2026-11-23T03:00:00Z"), // the same day again: not counted
+            // C2's broker confirms them after their visit: evidence, not a visit.
+            ("qr:broker:B1:C2", "2026-11-23T03:30:00Z"),
             ("nfc:04FFFFFF", "2026-11-23T04:00:00Z"), // unknown
         ] {
             store
@@ -918,7 +926,7 @@ mod tests {
             .filter(|d| d.first + d.revisit > 0)
             .map(|d| (d.day.as_str(), d.first, d.revisit))
             .collect();
-        assert_eq!(busy, [("2026-11-01", 1, 0), ("2026-11-23", 1, 1)]);
+        assert_eq!(busy, [("2026-11-15", 1, 0), ("2026-11-23", 1, 1)]);
     }
 
     #[test]

@@ -132,8 +132,6 @@ pub struct Roster {
     pub consultants: BTreeMap<String, String>,
     pub customers: BTreeMap<String, Customer>,
     pub cards: Vec<CardEntry>,
-    /// Brokers named on registrations (`broker_id` with `broker_name`): id → name.
-    pub brokers: BTreeMap<String, String>,
 }
 
 /// One problem in a roster file.
@@ -156,9 +154,10 @@ impl fmt::Display for RowError {
 
 /// The columns a roster file may have; the first five are required. `name` and
 /// `phone` are kept by the hub only; a kiosk's own import ignores them. `source` and
-/// `last_follow_up` set the customer's protection; `broker_id`, `broker_name`,
-/// `registered_at` and `registration_expires_at` a broker's report of the customer.
-pub const COLUMNS: [&str; 17] = [
+/// `last_follow_up` set the customer's protection; `broker_id`, `registered_at` and
+/// `expires_at` a broker's report of the customer (the spelling of `kiosk hub import`,
+/// which takes these five columns out and reads them itself).
+pub const COLUMNS: [&str; 16] = [
     "card",
     "customer_id",
     "surname",
@@ -173,9 +172,8 @@ pub const COLUMNS: [&str; 17] = [
     "source",
     "last_follow_up",
     "broker_id",
-    "broker_name",
     "registered_at",
-    "registration_expires_at",
+    "expires_at",
 ];
 const REQUIRED: usize = 5;
 
@@ -238,7 +236,6 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
     let mut card_line: BTreeMap<CardToken, u64> = BTreeMap::new();
     let mut customer_line: BTreeMap<String, u64> = BTreeMap::new();
     let mut consultant_line: BTreeMap<String, u64> = BTreeMap::new();
-    let mut broker_line: BTreeMap<String, u64> = BTreeMap::new();
     let mut phone_owner: BTreeMap<String, (String, u64)> = BTreeMap::new();
     let mut rows = 0;
     for result in reader.records() {
@@ -359,14 +356,14 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
             parsed
         };
         let last_follow_up = time("last_follow_up", get(12));
-        let registered_at = time("registered_at", get(15));
-        let expires_at = time("registration_expires_at", get(16));
-        let (broker_id, broker_name) = (get(13), get(14));
+        let registered_at = time("registered_at", get(14));
+        let expires_at = time("expires_at", get(15));
+        let broker_id = get(13);
         if broker_id.is_empty() {
-            if !broker_name.is_empty() || !get(15).is_empty() || !get(16).is_empty() {
-                bad("broker_name, registered_at and registration_expires_at belong to a broker registration: fill broker_id too, or leave them all empty".into());
+            if !get(14).is_empty() || !get(15).is_empty() {
+                bad("registered_at and expires_at belong to a broker registration: fill broker_id too, or leave them empty".into());
             }
-        } else if get(15).is_empty() {
+        } else if get(14).is_empty() {
             bad(format!(
                 "registered_at: a registration with broker {broker_id} needs the time the broker reported the customer, e.g. 2026-11-01T10:00:00+08:00"
             ));
@@ -375,7 +372,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
         }
         if let (Some(from), Some(to)) = (registered_at, expires_at) {
             if to <= from {
-                bad("registration_expires_at: must be after registered_at".into());
+                bad("expires_at: a registration expires after it was made; leave it empty for the default period".into());
             }
         }
         let registration = match (broker_id.is_empty(), registered_at) {
@@ -386,21 +383,6 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Roster, Vec<RowError>> {
             }),
             _ => None,
         };
-        if !broker_id.is_empty() && !broker_name.is_empty() {
-            match roster.brokers.get(broker_id) {
-                Some(name) if name != broker_name => bad(format!(
-                    "broker {broker_id} is named {name:?} on line {}; use one name",
-                    broker_line[broker_id]
-                )),
-                Some(_) => {}
-                None => {
-                    roster
-                        .brokers
-                        .insert(broker_id.to_owned(), broker_name.to_owned());
-                    broker_line.insert(broker_id.to_owned(), line);
-                }
-            }
-        }
         if let Some(p) = &phone {
             match phone_owner.get(p) {
                 // One number, one customer (design §2); say which line has it, not whose it is.
@@ -741,13 +723,13 @@ mod tests {
 
     #[test]
     fn protection_and_broker_registrations_come_on_customer_rows() {
-        let header = "card,customer_id,surname,title,tier,consultant_id,consultant_name,source,last_follow_up,broker_id,broker_name,registered_at,registration_expires_at\n";
+        let header = "card,customer_id,surname,title,tier,consultant_id,consultant_name,source,last_follow_up,broker_id,registered_at,expires_at\n";
         let csv = format!(
-            "{header}nfc:04A1B2C3,C1,张,mr,gold,E1,李娜,来电,2026-11-01T10:00:00+08:00,,,,\n\
-             nfc:04A1B2C4,C1,张,mr,gold,E1,李娜,phone,2026-11-01T02:00:00Z,,,,\n\
-             nfc:04A1B2C5,C2,王,ms,normal,,,broker,,B1,链家 张三,2026-11-02T09:00:00+08:00,2026-11-20T00:00:00+08:00\n\
-             nfc:04A1B2C6,C3,李,ms,normal,E1,李娜,Walk-In,,B1,,2026-11-03T09:00:00+08:00,\n\
-             nfc:04A1B2C7,C4,赵,mr,normal,,,,,,,,\n"
+            "{header}nfc:04A1B2C3,C1,张,mr,gold,E1,李娜,来电,2026-11-01T10:00:00+08:00,,,\n\
+             nfc:04A1B2C4,C1,张,mr,gold,E1,李娜,phone,2026-11-01T02:00:00Z,,,\n\
+             nfc:04A1B2C5,C2,王,ms,normal,,,broker,,B1,2026-11-02T09:00:00+08:00,2026-11-20T00:00:00+08:00\n\
+             nfc:04A1B2C6,C3,李,ms,normal,E1,李娜,Walk-In,,B1,2026-11-03T09:00:00+08:00,\n\
+             nfc:04A1B2C7,C4,赵,mr,normal,,,,,,,\n"
         );
         let roster = parse_csv(csv.as_bytes()).expect("valid");
         let c1 = &roster.customers["C1"];
@@ -782,25 +764,20 @@ mod tests {
             (c4.source, c4.last_follow_up, &c4.registration),
             (None, None, &None)
         );
-        assert_eq!(
-            roster.brokers.get("B1").map(String::as_str),
-            Some("链家 张三")
-        );
     }
 
     #[test]
     fn bad_protection_and_registration_cells_are_reported() {
-        let header = "card,customer_id,surname,title,tier,source,last_follow_up,broker_id,broker_name,registered_at,registration_expires_at\n";
+        let header = "card,customer_id,surname,title,tier,source,last_follow_up,broker_id,registered_at,expires_at\n";
         let body = "\
-nfc:04A1B2C3,C1,张,mr,gold,online,yesterday,,,,
-nfc:04A1B2C4,C2,王,ms,gold,,,,Someone,2026-11-01T10:00:00Z,
-nfc:04A1B2C5,C3,李,ms,gold,,,B1,,,
-nfc:04A1B2C6,C4,赵,mr,gold,,,B1,,2026-11-05T10:00:00Z,2026-11-05T10:00:00Z
-nfc:04A1B2C7,C5,钱,mr,gold,,,B:1,,2026-11-05T10:00:00Z,
-nfc:04A1B2C8,C6,孙,mr,gold,,,B2,甲,2026-11-05T10:00:00Z,
-nfc:04A1B2C9,C7,周,mr,gold,,,B2,乙,2026-11-05T10:00:00Z,
-nfc:04A1B2CA,C6,孙,mr,gold,,,B2,甲,2026-11-06T10:00:00Z,
-qr:broker:B1:C1,C8,吴,mr,gold,,,,,,
+nfc:04A1B2C3,C1,张,mr,gold,online,yesterday,,,
+nfc:04A1B2C4,C2,王,ms,gold,,,,2026-11-01T10:00:00Z,
+nfc:04A1B2C5,C3,李,ms,gold,,,B1,,
+nfc:04A1B2C6,C4,赵,mr,gold,,,B1,2026-11-05T10:00:00Z,2026-11-05T10:00:00Z
+nfc:04A1B2C7,C5,钱,mr,gold,,,B:1,2026-11-05T10:00:00Z,
+nfc:04A1B2C8,C6,孙,mr,gold,,,B2,2026-11-05T10:00:00Z,
+nfc:04A1B2C9,C6,孙,mr,gold,,,B2,2026-11-06T10:00:00Z,
+qr:broker:B1:C1,C8,吴,mr,gold,,,,,
 ";
         let shown: Vec<String> = parse_csv(format!("{header}{body}").as_bytes())
             .expect_err("bad cells")
@@ -810,13 +787,12 @@ qr:broker:B1:C1,C8,吴,mr,gold,,,,,,
         for want in [
             "line 2: source: \"online\" is not a source",
             "line 2: last_follow_up: \"yesterday\" is not a time",
-            "line 3: broker_name, registered_at and registration_expires_at belong to a broker registration",
+            "line 3: registered_at and expires_at belong to a broker registration",
             "line 4: registered_at: a registration with broker B1 needs",
-            "line 5: registration_expires_at: must be after registered_at",
+            "line 5: expires_at: a registration expires after it was made",
             "line 6: broker_id: the broker's id from the CRM",
-            "line 8: broker B2 is named \"甲\" on line 7",
-            "line 9: customer C6 is given differently on line 7",
-            "line 10: card: qr:broker:B1:C1 is a broker's code",
+            "line 8: customer C6 is given differently on line 7",
+            "line 9: card: qr:broker:B1:C1 is a broker's code",
         ] {
             assert!(
                 shown.iter().any(|s| s.contains(want)),

@@ -661,13 +661,6 @@ impl Store {
                 params![id, name],
             )?;
         }
-        for (id, name) in &roster.brokers {
-            tx.execute(
-                "INSERT INTO brokers (id, name) VALUES (?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name",
-                params![id, name],
-            )?;
-        }
         for c in roster.customers.values() {
             // A customer's rows describe them whole: protection and registration left
             // empty are cleared, as the consultant is.
@@ -2069,7 +2062,7 @@ mod tests {
 
     // Reception: who receives a counted visit, and brokers' codes.
 
-    const RECEPTION_HEADER: &str = "card,customer_id,surname,title,tier,consultant_id,consultant_name,source,last_follow_up,broker_id,broker_name,registered_at,registration_expires_at\n";
+    const RECEPTION_HEADER: &str = "card,customer_id,surname,title,tier,consultant_id,consultant_name,source,last_follow_up,broker_id,registered_at,expires_at\n";
 
     /// (what, card, receiver, stand-in for, public pool, queue after)
     type ReceptionRow = (
@@ -2160,11 +2153,11 @@ mod tests {
     fn counted_visits_are_received_by_owner_stand_in_or_rotation() {
         let dir = tempfile::tempdir().expect("dir");
         let rows = "\
-nfc:04000001,C1,张,mr,gold,E1,李娜,,,,,,
-nfc:04000002,C2,王,ms,normal,E2,陈晨,walk_in,2026-11-15T00:00:00Z,,,,
-nfc:04000003,C3,李,ms,normal,E1,李娜,phone,2026-11-01T00:00:00Z,,,,
-nfc:04000004,C4,赵,mr,normal,,,,,,,,
-nfc:04000005,C5,钱,mr,normal,E3,周,,,,,,
+nfc:04000001,C1,张,mr,gold,E1,李娜,,,,,
+nfc:04000002,C2,王,ms,normal,E2,陈晨,walk_in,2026-11-15T00:00:00Z,,,
+nfc:04000003,C3,李,ms,normal,E1,李娜,phone,2026-11-01T00:00:00Z,,,
+nfc:04000004,C4,赵,mr,normal,,,,,,,
+nfc:04000005,C5,钱,mr,normal,E3,周,,,,,
 ";
         let mut s = reception_store(dir.path(), rows, &["E3", "E1"]);
         let day = "2026-11-20T02:00:00Z";
@@ -2267,8 +2260,8 @@ nfc:04000005,C5,钱,mr,normal,E3,周,,,,,,
     fn protection_runs_from_the_owners_own_last_visit() {
         let dir = tempfile::tempdir().expect("dir");
         let rows = "\
-nfc:04000001,C1,张,mr,normal,E1,李娜,walk_in,2026-10-01T00:00:00Z,,,,
-nfc:04000002,C2,王,ms,normal,E2,陈晨,walk_in,2026-10-01T00:00:00Z,,,,
+nfc:04000001,C1,张,mr,normal,E1,李娜,walk_in,2026-10-01T00:00:00Z,,,
+nfc:04000002,C2,王,ms,normal,E2,陈晨,walk_in,2026-10-01T00:00:00Z,,,
 ";
         let mut s = reception_store(dir.path(), rows, &["E1"]);
         // (what, card, time, receiver, stand-in for, public pool)
@@ -2345,9 +2338,9 @@ nfc:04000002,C2,王,ms,normal,E2,陈晨,walk_in,2026-10-01T00:00:00Z,,,,
     fn broker_codes_confirm_or_are_refused_and_count_once_a_day() {
         let dir = tempfile::tempdir().expect("dir");
         let rows = "\
-nfc:04000003,C3,李,ms,normal,E1,李娜,broker,,B1,链家,2026-11-10T00:00:00Z,
-nfc:04000006,C6,孙,mr,normal,E2,陈晨,,,B2,我爱我家,2026-11-01T00:00:00Z,2026-11-12T00:00:00Z
-nfc:04000007,C7,周,mr,normal,,,,,,,,
+nfc:04000003,C3,李,ms,normal,E1,李娜,broker,,B1,2026-11-10T00:00:00Z,
+nfc:04000006,C6,孙,mr,normal,E2,陈晨,,,B2,2026-11-01T00:00:00Z,2026-11-12T00:00:00Z
+nfc:04000007,C7,周,mr,normal,,,,,,,
 ";
         let mut s = reception_store(dir.path(), rows, &["E1", "E2"]);
         let day1 = "2026-11-20T02:00:00Z";
@@ -2706,10 +2699,10 @@ nfc:04000007,C7,周,mr,normal,,,,,,,,
     async fn a_rolled_back_visit_takes_no_turn() {
         let dir = tempfile::tempdir().expect("dir");
         let rows = "\
-nfc:04000001,C1,张,mr,normal,,,,,,,,
-nfc:04000002,C2,王,ms,normal,,,,,,,,
-nfc:04000003,C3,李,ms,normal,E3,周,,,,,,
-nfc:04000004,C4,赵,mr,normal,E4,吴,,,,,,
+nfc:04000001,C1,张,mr,normal,,,,,,,
+nfc:04000002,C2,王,ms,normal,,,,,,,
+nfc:04000003,C3,李,ms,normal,E3,周,,,,,
+nfc:04000004,C4,赵,mr,normal,E4,吴,,,,,
 ";
         let s = reception_store(dir.path(), rows, &["E3", "E4"]);
         let (writer, thread) = Writer::spawn(s).expect("writer");

@@ -13,13 +13,13 @@ use crate::{BIN, WAIT};
 /// Roster rows with protection and broker registrations; `{..}` are filled with times
 /// relative to now, since a post without `at` happens now.
 const ROSTER: &str = "\
-card,customer_id,surname,title,tier,consultant_id,consultant_name,source,last_follow_up,broker_id,broker_name,registered_at,registration_expires_at
-nfc:04A1B2C3D4E5F6,C0001,张,mr,gold,E01,李娜,,,,,,
-nfc:04112233445566,C0002,王,ms,silver,E02,陈晨,walk_in,{2_days_ago},,,,
-nfc:04AABBCCDD0011,C0003,欧阳,ms,normal,E01,李娜,phone,{30_days_ago},,,,
-nfc:0455667788,C0004,Smith,mr,normal,,,broker,,B7,链家 小周,{1_day_ago},
-nfc:0499887766,C0005,钱,mr,normal,E03,周,,,,,,
-nfc:0411223344,C0006,孙,mr,normal,E02,陈晨,,,B8,我爱我家 小吴,{10_days_ago},{1_day_ago}
+card,customer_id,surname,title,tier,consultant_id,consultant_name,source,last_follow_up,broker_id,registered_at,expires_at
+nfc:04A1B2C3D4E5F6,C0001,张,mr,gold,E01,李娜,,,,,
+nfc:04112233445566,C0002,王,ms,silver,E02,陈晨,walk_in,{2_days_ago},,,
+nfc:04AABBCCDD0011,C0003,欧阳,ms,normal,E01,李娜,phone,{30_days_ago},,,
+nfc:0455667788,C0004,Smith,mr,normal,,,broker,,B7,{1_day_ago},
+nfc:0499887766,C0005,钱,mr,normal,E03,周,,,,,
+nfc:0411223344,C0006,孙,mr,normal,E02,陈晨,,,B8,{10_days_ago},{1_day_ago}
 ";
 
 fn roster() -> String {

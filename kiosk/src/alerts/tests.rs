@@ -277,6 +277,15 @@ fn alerts_recipients_as_a_table() {
     }
 }
 
+/// A broker's confirmation after the customer's visit of the day is evidence (no kind):
+/// the receiver, owner and manager heard of the visit already.
+#[test]
+fn a_late_broker_confirmation_alerts_nobody() {
+    let mut v = visit("broker_confirmed", Some(Tier::Gold), Some("A"), Some("O"));
+    v.kind = None;
+    assert_eq!(recipients(&v, false, Some("M")), Vec::new());
+}
+
 #[test]
 fn alerts_serialize_masked_with_their_reason() {
     let v = visit("welcome", Some(Tier::Gold), Some("A"), Some("O"));
