@@ -663,7 +663,7 @@ fn parse_webhook(mut s: Section<'_>, base_dir: &Path, p: &mut Problems) -> Optio
         let parsed = if ok {
             Ok(v.to_owned())
         } else {
-            Err("is not an http:// or https:// URL; write the receiver's address, e.g. \"https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…\"".to_owned())
+            Err("is not an http:// or https:// URL; write the receiver's address, e.g. the group robot's webhook URL as its settings show it, or \"http://10.0.0.5:8080/hook\"".to_owned())
         };
         s.check("url", parsed, p)
     });
@@ -1642,16 +1642,16 @@ same_card_cooldown = "5s"
     #[test]
     fn notify_webhooks_become_typed_config_with_secrets_redacted() {
         let text = "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n\
-            [[notify.webhook]]\nurl='https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc'\nformat='wecom'\nsecret='s3cret'\n\
+            [[notify.webhook]]\nurl='https://wecom-robot.invalid/send?key=abc'\nformat='wecom'\nsecret='s3cret'\n\
             [[notify.webhook]]\nurl='http://10.0.0.5:8080/hook'\nsecret_file='hook.secret'\nevents=['welcome']\n\
-            [[notify.webhook]]\nurl='https://oapi.dingtalk.com/robot/send?access_token=t'\nformat='dingtalk'\n\
+            [[notify.webhook]]\nurl='https://dingtalk-robot.invalid/send?access_token=t'\nformat='dingtalk'\n\
             events=['escalation','welcome','owner','manager','unassigned']\n";
         let cfg = Config::parse(text, Path::new("/etc/kiosk")).expect("valid");
         assert_eq!(
             cfg.webhooks,
             vec![
                 WebhookConfig {
-                    url: "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=abc".into(),
+                    url: "https://wecom-robot.invalid/send?key=abc".into(),
                     format: WebhookFormat::Wecom,
                     secret: Some(WebhookSecret::Inline("s3cret".into())),
                     events: vec![WebhookEvent::Welcome],
@@ -1663,7 +1663,7 @@ same_card_cooldown = "5s"
                     events: vec![WebhookEvent::Welcome],
                 },
                 WebhookConfig {
-                    url: "https://oapi.dingtalk.com/robot/send?access_token=t".into(),
+                    url: "https://dingtalk-robot.invalid/send?access_token=t".into(),
                     format: WebhookFormat::Dingtalk,
                     secret: None,
                     events: vec![
