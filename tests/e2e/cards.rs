@@ -3,8 +3,7 @@
 //! Cards are presented the way a handheld presents them (`POST /api/v1/visits`), which
 //! takes a tap's path; no PC/SC reader is used here.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kiosk_tests::hub::{HubDir, sync_section};
 use kiosk_tests::kiosk::{KioskDir, Running};
@@ -13,6 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::devices::{add_device, add_staff_device};
+use crate::sync::wait_until;
 use crate::{BIN, ROSTER};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -157,23 +157,6 @@ fn code(body: &Value) -> &str {
 
 fn message(body: &Value) -> &str {
     body["error"]["message"].as_str().unwrap_or_default()
-}
-
-/// Polls `check` until it gives a value, failing after `limit` with `what`.
-async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        // Paces the polling; the deadline above bounds the wait.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

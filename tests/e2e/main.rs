@@ -6,6 +6,7 @@ mod cards;
 mod devices;
 mod openapi;
 mod reception;
+mod reception_day;
 mod rotation;
 mod serial;
 mod sync;

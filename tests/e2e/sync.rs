@@ -54,7 +54,7 @@ fn hub_dir(backend: Backend) -> HubSetup {
 }
 
 /// Polls `check` until it gives a value, failing after `limit` with `what`.
-async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+pub(crate) async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -69,7 +69,7 @@ where
     }
 }
 
-async fn sync_status(kiosk: &Running) -> Value {
+pub(crate) async fn sync_status(kiosk: &Running) -> Value {
     kiosk.get_json("/api/v1/status").await["sync"].clone()
 }
 
@@ -110,7 +110,7 @@ impl SyncedKiosk {
     }
 }
 
-async fn wait_drained(kiosk: &Running) {
+pub(crate) async fn wait_drained(kiosk: &Running) {
     wait_until("the outbox to drain", LONG, || async {
         let s = sync_status(kiosk).await;
         (s["backlog"] == 0).then_some(())
