@@ -292,7 +292,7 @@
       return el("li", { class: seat.consultant_id === view.next ? "is-next" : null, dataset: { id: seat.consultant_id, busy: seat.busy ? "1" : "0" } },
         el("span", { class: "pos" }, i + 1),
         el("span", { class: "who" }, name, " ",
-          seat.busy ? el("span", { class: "chip warn" }, "接待中 With a visitor") : el("span", { class: "chip ok" }, "空闲 Free")),
+          seat.busy ? el("span", { class: "chip warn" }, "接待中 Busy") : el("span", { class: "chip ok" }, "空闲 Free")),
         acts);
     });
     $("rotation").replaceChildren(...items);
