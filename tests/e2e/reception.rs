@@ -106,7 +106,7 @@ pub(crate) async fn check_in(kiosk: &Running, token: &str, consultant: &str) -> 
 }
 
 /// A handheld's post: `{"customer_id": …}` or `{"card": …}`; status and body.
-async fn post(kiosk: &Running, token: &str, what: Value) -> (u16, Value) {
+pub(crate) async fn post(kiosk: &Running, token: &str, what: Value) -> (u16, Value) {
     let mut body = what;
     body["id"] = json!(Uuid::now_v7());
     let resp = kiosk_tests::http_client()

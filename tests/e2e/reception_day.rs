@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::BIN;
 use crate::devices::add_staff_device;
-use crate::reception::check_in;
+use crate::reception::{check_in, post};
 use crate::sync::{sync_status, wait_drained, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -29,15 +29,7 @@ fn config(hub: &RunningHub, escalate_after: &str) -> String {
 
 /// A handheld's (here the desk's) post of `card`: the answer, which must be a 201.
 async fn present(kiosk: &Running, token: &str, card: &str) -> Value {
-    let resp = kiosk_tests::http_client()
-        .post(kiosk.url("/api/v1/visits"))
-        .bearer_auth(token)
-        .json(&json!({"id": Uuid::now_v7(), "card": card}))
-        .send()
-        .await
-        .expect("POST /api/v1/visits");
-    let status = resp.status().as_u16();
-    let body: Value = resp.json().await.expect("JSON");
+    let (status, body) = post(kiosk, token, json!({"card": card})).await;
     assert_eq!(status, 201, "{card}: {body}");
     body
 }
