@@ -281,9 +281,13 @@ fn post_in(
             replay: true,
         }));
     }
-    // A tap's visit (or another kiosk's record) may hold the id already.
+    // A tap's visit, a card change made at the desk (any outbox record) may hold the id
+    // already: refused here rather than failing on the outbox's unique id.
     let taken: bool = tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM visits WHERE id = ?1)")?
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM visits WHERE id = ?1)
+                 OR EXISTS (SELECT 1 FROM outbox WHERE record_id = ?1)",
+        )?
         .query_row([&id], |r| r.get(0))?;
     if taken {
         return Ok(Err(PostRefusal::IdUsed(post.id)));
@@ -580,5 +584,25 @@ mod tests {
             PostRefusal::IdUsed(tap.visit.id)
         );
         assert_eq!(count(&mut s, "visits"), 1);
+    }
+
+    /// Nor is an id a card change at the desk used (its outbox record holds it): a 422
+    /// `id_used`, not a failed insert.
+    #[test]
+    fn a_post_cannot_reuse_a_card_changes_id() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut s = store(dir.path());
+        let p = post(7, card("nfc:04A1B2C3"), "b");
+        s.conn_mut()
+            .execute(
+                "INSERT INTO outbox (seq, record_id, kind, body) VALUES (900, ?1, 'card_revocation', '{}')",
+                [p.id.to_string()],
+            )
+            .expect("a card change's record");
+        assert_eq!(
+            s.record_post(&p).expect("store").expect_err("taken"),
+            PostRefusal::IdUsed(p.id)
+        );
+        assert_eq!(count(&mut s, "visits"), 0);
     }
 }

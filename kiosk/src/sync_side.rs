@@ -639,7 +639,15 @@ fn replace_roster(
         ))
     })?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for table in ["cards", "customers", "consultants", "brokers"] {
+    // Registrations too: one the hub deleted while this kiosk was away must not go on
+    // confirming a broker's customer.
+    for table in [
+        "broker_registrations",
+        "cards",
+        "customers",
+        "consultants",
+        "brokers",
+    ] {
         tx.execute(&format!("DELETE FROM {table}"), [])?;
     }
     // The snapshot lists consultants, customers, cards, brokers in that order, so
@@ -828,8 +836,8 @@ mod tests {
 
     use kiosk_device::CardToken;
     use kiosk_sync::wire::{
-        BrokerEntry, CardEntry, ConsultantEntry, CustomerEntry, ItemResult, RosterChange,
-        SnapshotHead,
+        BrokerEntry, CardEntry, ConsultantEntry, CustomerEntry, ItemResult, RegistrationEntry,
+        RosterChange, SnapshotHead,
     };
     use uuid::Uuid;
 
@@ -1384,8 +1392,22 @@ mod tests {
             card("nfc:04000007", "C7", "active"),
             card("nfc:04000008", "C8", "active"),
             broker("B2"),
+            RosterEntry::Registration(RegistrationEntry {
+                customer_id: "C7".into(),
+                broker_id: "B2".into(),
+                registered_at: at("2026-11-20T02:00:00Z"),
+                expires_at: None,
+            }),
         ];
-        snapshot(&file, 42, &entries, 7);
+        snapshot(&file, 42, &entries, 8);
+        // A registration the hub has since deleted: the snapshot does not list it.
+        look(dir.path())
+            .execute(
+                "INSERT INTO broker_registrations (customer_id, broker_id, registered_at)
+                 VALUES ('C1', 'B1', '2026-11-01T00:00:00Z')",
+                [],
+            )
+            .expect("a stale registration");
         let when = at("2026-11-23T02:00:00Z");
         assert_eq!(
             k.side.replace_roster(&file, when).await.expect("replace"),
@@ -1401,6 +1423,14 @@ mod tests {
                 "broker B2 链家",
             ]
         );
+        let registrations: Vec<(String, String)> = look(dir.path())
+            .prepare("SELECT customer_id, broker_id FROM broker_registrations")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(registrations, [("C7".to_owned(), "B2".to_owned())]);
         let status = k.status().await;
         assert_eq!(
             (

@@ -235,7 +235,9 @@ fn binding(b: &CardBindingRecord) -> Result<Binding, String> {
         });
     };
     let surname = n.surname.trim();
-    if surname.is_empty() || surname.chars().count() > 8 {
+    // As long as the kiosk's roster allows (Latin family names up to 20 letters), so a
+    // walk-in the desk accepted is never refused here for its name.
+    if surname.is_empty() || surname.chars().count() > 20 {
         return Err("new_customer.surname: the family name only (e.g. 张 or 欧阳)".to_owned());
     }
     if !matches!(n.title.as_str(), "mr" | "ms") {
@@ -774,7 +776,7 @@ mod tests {
             ),
             (
                 "surname",
-                |b| set(b, |n| n.surname = "Featherstonehaugh".into()),
+                |b| set(b, |n| n.surname = "Featherstonehaugh-Smythe".into()),
                 "new_customer.surname: ",
             ),
             (
