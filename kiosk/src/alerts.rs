@@ -36,7 +36,9 @@ use crate::handheld;
 use crate::reception::{self, EscalationStep};
 use crate::roster::Tier;
 use crate::rotation::{load_rotation, save_rotation};
-use crate::store::{ReadDb, Store, StoreError, VisitView, Writer};
+#[cfg(test)]
+use crate::store::Store;
+use crate::store::{ReadDb, StoreError, VisitView, Writer};
 use crate::webhooks::{self, Webhooks};
 
 /// Unacknowledged alerts this recent are sent first to a handheld that connects.
@@ -193,6 +195,14 @@ impl Alert {
     }
 }
 
+/// A visit's alerts, stored in its transaction and waiting for its commit to be announced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Raised {
+    /// When they were made: the escalation clock starts here.
+    pub created_at: Timestamp,
+    pub alerts: Vec<Alert>,
+}
+
 // ---------------------------------------------------------------------------------------------
 // In the store
 
@@ -270,13 +280,16 @@ fn unacked_of(
     .collect()
 }
 
-/// Welcome alerts neither acknowledged nor escalated: `(id, created_at)`.
-fn awaiting_escalation(conn: &Connection) -> rusqlite::Result<Vec<(Uuid, Timestamp)>> {
+/// Welcome alerts made since `since`, neither acknowledged nor escalated: `(id, created_at)`.
+fn awaiting_escalation(
+    conn: &Connection,
+    since: Timestamp,
+) -> rusqlite::Result<Vec<(Uuid, Timestamp)>> {
     conn.prepare_cached(
         "SELECT id, created_at FROM alerts
-         WHERE acked_at IS NULL AND escalated_at IS NULL AND kind = 'welcome'",
+         WHERE acked_at IS NULL AND escalated_at IS NULL AND kind = 'welcome' AND created_at >= ?1",
     )?
-    .query_map([], |r| {
+    .query_map([stamp(since)], |r| {
         let id: String = r.get(0)?;
         Ok((
             Uuid::parse_str(&id).map_err(|e| conversion(0, e))?,
@@ -291,18 +304,17 @@ fn awaiting_escalation(conn: &Connection) -> rusqlite::Result<Vec<(Uuid, Timesta
 pub enum AckRefusal {
     /// No such alert.
     Unknown,
-    /// The alert is for another consultant than the device's.
-    NotYours { consultant_id: String },
+    /// The alert is for a consultant the device may not act for ([`DeviceAuth::refuses`]):
+    /// why, and what to do.
+    NotYours(String),
 }
 
-/// Acknowledges alert `id` for a device acting for `consultant` (`None`: a desk device,
-/// which may acknowledge any). A second acknowledgement answers the first's time.
-/// Inside the caller's transaction.
+/// Acknowledges alert `id` for `device`, if it may act for the alert's consultant. A second
+/// acknowledgement answers the first's time. Inside the caller's transaction.
 fn ack_in(
     conn: &Connection,
     id: Uuid,
-    consultant: Option<&str>,
-    device: &str,
+    device: &DeviceAuth,
     now: Timestamp,
 ) -> rusqlite::Result<Result<Timestamp, AckRefusal>> {
     let row = conn
@@ -318,16 +330,14 @@ fn ack_in(
     let Some((owner, acked)) = row else {
         return Ok(Err(AckRefusal::Unknown));
     };
-    if consultant.is_some_and(|own| own != owner) {
-        return Ok(Err(AckRefusal::NotYours {
-            consultant_id: owner,
-        }));
+    if let Some(why) = device.refuses(&owner) {
+        return Ok(Err(AckRefusal::NotYours(why)));
     }
     if let Some(first) = acked {
         return Ok(Ok(first));
     }
     conn.prepare_cached("UPDATE alerts SET acked_at = ?2, acked_by = ?3 WHERE id = ?1")?
-        .execute(params![id.to_string(), stamp(now), device])?;
+        .execute(params![id.to_string(), stamp(now), device.name])?;
     Ok(Ok(now))
 }
 
@@ -336,6 +346,8 @@ fn ack_in(
 enum Escalated {
     /// Acknowledged, already escalated, or gone: nothing more to do.
     Done,
+    /// Due long ago (the kiosk was stopped): left as it is, nobody is sent.
+    Stale,
     /// Not due yet by the clock (it was moved): look again then.
     Wait(Timestamp),
     /// Escalated from consultant `from`: these alerts were stored, to be sent live.
@@ -374,6 +386,7 @@ fn escalate_in(
     }
     match reception::escalation(created_at, acked, now, policy.escalate_after) {
         EscalationStep::Done => return Ok(Escalated::Done),
+        EscalationStep::Stale => return Ok(Escalated::Stale),
         EscalationStep::Wait { until } => return Ok(Escalated::Wait(until)),
         EscalationStep::Escalate => {}
     }
@@ -524,17 +537,54 @@ impl Alerts {
         self.live.subscribe()
     }
 
-    /// Stores `alerts` (with their webhook rows) and then sends them live, without
-    /// waiting: the writer thread does it after the jobs already queued, i.e. after the
-    /// visit's commit, so neither the greeting nor the commit waits. Sent live only once
-    /// stored, so an acknowledgement always finds the alert.
-    pub fn raise(&self, writer: &Writer, alerts: Vec<Alert>) {
+    /// Stores the alerts of a visit just recorded (with their webhook rows) in the visit's
+    /// own transaction, so that a crash cannot keep the visit and lose who was told of it.
+    /// They are announced ([`Alerts::announce`]) once that transaction commits.
+    pub(crate) fn store_for_visit(
+        &self,
+        conn: &Connection,
+        visit: &VisitView,
+        source: &str,
+        at: Timestamp,
+    ) -> rusqlite::Result<Raised> {
+        let alerts = self.for_visit(visit, false, source, at);
         if alerts.is_empty() {
-            return;
+            return Ok(Raised::default());
         }
         let created_at = self.clock.now();
-        let (live, due, hooks) = (self.live.clone(), self.due.clone(), self.webhooks.clone());
-        let rows = alerts.clone();
+        store_alerts(conn, &alerts, created_at, self.webhooks.as_deref())?;
+        Ok(Raised { created_at, alerts })
+    }
+
+    /// Sends committed alerts live, hands the welcomes to the escalation task and wakes
+    /// the webhook sender. Only after the commit: an acknowledgement always finds the
+    /// alert, and no alert is heard of a visit that was rolled back.
+    pub fn announce(&self, raised: Raised) {
+        if raised.alerts.is_empty() {
+            return;
+        }
+        if let Some(hooks) = &self.webhooks {
+            hooks.wake();
+        }
+        for alert in raised.alerts {
+            if alert.reason == Reason::Welcome {
+                // No escalation task (in tests) is fine.
+                let _ = self.due.send(Due {
+                    id: alert.id,
+                    created_at: raised.created_at,
+                });
+            }
+            // No listener is fine: the alert waits in the table for a reconnect.
+            let _ = self.live.send(alert);
+        }
+    }
+
+    /// Stores `alerts` in a group of their own and then announces them, without waiting:
+    /// the paused-clock tests raise alerts this way, with no visit around them.
+    #[cfg(test)]
+    pub(crate) fn raise(self: &Arc<Self>, writer: &Writer, alerts: Vec<Alert>) {
+        let created_at = self.clock.now();
+        let (rows, hooks) = (alerts.clone(), self.webhooks.clone());
         let store = move |store: &mut Store| {
             Ok(store_alerts(
                 store.conn_mut(),
@@ -543,34 +593,12 @@ impl Alerts {
                 hooks.as_deref(),
             )?)
         };
-        let woken = self.webhooks.clone();
-        // On the writer thread, once the group's commit is known.
+        let me = Arc::clone(self);
         let then = move |stored: Result<(), StoreError>| {
-            match &stored {
-                Ok(()) => {
-                    if let Some(hooks) = &woken {
-                        hooks.wake();
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, visit = %alerts[0].visit_id, "could not store alerts; they are sent live but not kept, escalated or sent to webhooks; the visit is stored");
-                }
-            }
-            for alert in alerts {
-                if stored.is_ok() && alert.reason == Reason::Welcome {
-                    // No escalation task (in tests) is fine.
-                    let _ = due.send(Due {
-                        id: alert.id,
-                        created_at,
-                    });
-                }
-                // No listener is fine: the alert waits in the table for a reconnect.
-                let _ = live.send(alert);
-            }
+            stored.expect("alerts stored");
+            me.announce(Raised { created_at, alerts });
         };
-        if writer.submit_grouped(store, then).is_err() {
-            tracing::error!("the store's writer has stopped; a visit's alerts are lost");
-        }
+        writer.submit_grouped(store, then).expect("writer");
     }
 
     /// `consultant`'s unacknowledged alerts of the last [`REPLAY_WINDOW`], oldest first,
@@ -597,17 +625,9 @@ impl Alerts {
         device: &DeviceAuth,
     ) -> Result<Result<Timestamp, AckRefusal>, StoreError> {
         let now = self.clock.now();
-        let (consultant, name) = (device.consultant_id.clone(), device.name.clone());
+        let device = device.clone();
         writer
-            .call_grouped(move |store| {
-                Ok(ack_in(
-                    store.conn_mut(),
-                    id,
-                    consultant.as_deref(),
-                    &name,
-                    now,
-                )?)
-            })
+            .call_grouped(move |store| Ok(ack_in(store.conn_mut(), id, &device, now)?))
             .await
     }
 
@@ -652,8 +672,16 @@ impl Alerts {
         let after = self.policy.escalate_after;
         let due_at =
             |created_at: Timestamp| created_at.saturating_add(after).unwrap_or(Timestamp::MAX);
+        // Older ones are stale (`reception::escalation`): after a night off, yesterday's
+        // unacknowledged welcomes must not send anyone to the door or take turns.
+        let since = self
+            .clock
+            .now()
+            .checked_sub(SignedDuration::try_from(after).unwrap_or(SignedDuration::MAX))
+            .and_then(|t| t.checked_sub(reception::CURRENT_FOR))
+            .unwrap_or(Timestamp::MIN);
         let mut queue: BinaryHeap<Reverse<(Timestamp, Uuid)>> = db
-            .with(awaiting_escalation)
+            .with(move |c| awaiting_escalation(c, since))
             .await
             .context("cannot read the unacknowledged alerts to escalate")?
             .into_iter()
@@ -680,6 +708,9 @@ impl Alerts {
                     .await;
                 match step {
                     Ok(Escalated::Done) => {}
+                    Ok(Escalated::Stale) => {
+                        tracing::info!(alert = %id, "an unacknowledged alert is too old to escalate (the kiosk was stopped); nobody else was told");
+                    }
                     Ok(Escalated::Wait(until)) => queue.push(Reverse((until, id))),
                     Ok(Escalated::Raised { from, alerts }) => {
                         if alerts.is_empty() {
@@ -736,18 +767,11 @@ impl Alerts {
 // ---------------------------------------------------------------------------------------------
 // Over HTTP
 
-/// A device may follow and acknowledge `consultant`'s alerts if it is bound to them or to no one.
+/// A device may follow and acknowledge `consultant`'s alerts if it is theirs or a staff device.
 fn may_act_for(device: &DeviceAuth, consultant: &str) -> Result<(), ApiError> {
-    match &device.consultant_id {
-        Some(own) if own != consultant => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "device {} belongs to consultant {own} and receives only their alerts, not {consultant}'s",
-                device.name
-            ),
-        )),
-        _ => Ok(()),
+    match device.refuses(consultant) {
+        Some(why) => Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", why)),
+        None => Ok(()),
     }
 }
 
@@ -770,7 +794,7 @@ or a kiosk that restarted, misses none. The stream stays open.",
     responses(
         (status = 200, description = "An endless event stream", content_type = "text/event-stream", body = String),
         (status = 401, description = "No token, an unknown one or a revoked one", body = ErrorBody),
-        (status = 403, description = "The device belongs to another consultant", body = ErrorBody),
+        (status = 403, description = "A handheld of another consultant, or one bound to nobody", body = ErrorBody),
         (status = 503, description = "The database is not available", body = ErrorBody),
     ))]
 pub(crate) async fn consultant_events(
@@ -821,7 +845,7 @@ pub(crate) struct AckAnswer {
     responses(
         (status = 200, description = "Acknowledged, now or before (the first time is kept)", body = AckAnswer),
         (status = 401, description = "No token, an unknown one or a revoked one", body = ErrorBody),
-        (status = 403, description = "The alert is for another consultant than the device's", body = ErrorBody),
+        (status = 403, description = "The alert is for a consultant this handheld may not act for (another one's, or it is bound to nobody)", body = ErrorBody),
         (status = 404, description = "No such alert", body = ErrorBody),
         (status = 503, description = "The database is not available", body = ErrorBody),
     ))]
@@ -850,13 +874,10 @@ pub(crate) async fn ack(
     match s.alerts.ack(&s.writer, uuid, &device).await {
         Ok(Ok(acked_at)) => Json(AckAnswer { id: uuid, acked_at }).into_response(),
         Ok(Err(AckRefusal::Unknown)) => not_found(),
-        Ok(Err(AckRefusal::NotYours { consultant_id })) => ApiError::new(
+        Ok(Err(AckRefusal::NotYours(why))) => ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!(
-                "alert {uuid} is for consultant {consultant_id}; device {} may acknowledge only its own consultant's",
-                device.name
-            ),
+            format!("alert {uuid}: {why}"),
         )
         .into_response(),
         Err(e) => ApiError::from(e).into_response(),

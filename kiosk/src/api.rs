@@ -56,14 +56,15 @@ pub struct ApiState {
 
 impl ApiState {
     /// What follows every committed visit, a tap at a reader or a handheld's post alike:
-    /// the push loop may send it now, the screen greets, and a new counted visit alerts
-    /// whoever must hear of it (`alerts::recipients`).
+    /// the push loop may send it now, the screen greets, and the alerts stored with the
+    /// visit (`alerts::recipients`) are sent to whoever must hear of it.
     pub fn visit_committed(
         &self,
         visit: &VisitView,
         repeat: bool,
         source: &str,
         at: jiff::Timestamp,
+        alerts: alerts::Raised,
     ) -> Greeting {
         tracing::info!(
             source,
@@ -79,10 +80,8 @@ impl ApiState {
         let greeting = Greeting::from_visit(visit, repeat, source, at);
         // No subscriber is fine: the screen may not be open.
         let _ = self.events.send(PublicEvent::Greeting(greeting.clone()));
-        // After the commit and the greeting: stored (with their webhook rows) and sent
-        // by the writer thread, without waiting.
-        let alerts = self.alerts.for_visit(visit, repeat, source, at);
-        self.alerts.raise(&self.writer, alerts);
+        // Stored with the visit, in its transaction: sent now that it committed.
+        self.alerts.announce(alerts);
         greeting
     }
 }

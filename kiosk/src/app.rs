@@ -53,12 +53,36 @@ impl App {
             office_id: k.office.to_string(),
             time_zone: k.time_zone.clone(),
         };
+        let webhooks = if config.webhooks.is_empty() {
+            None
+        } else {
+            let hooks = config
+                .webhooks
+                .iter()
+                .map(crate::webhooks::Hook::from_config)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            Some(Arc::new(crate::webhooks::Webhooks::new(
+                hooks,
+                k.time_zone.clone(),
+            )))
+        };
+        // Stored by the store's writer with each visit, announced by the API after the commit.
+        let alerts = Arc::new(Alerts::new(
+            Policy {
+                manager: config.reception.manager.as_ref().map(ToString::to_string),
+                escalate_after: config.reception.escalate_after,
+            },
+            Arc::new(WallClock),
+            webhooks.clone(),
+        ));
         // Opening may create folders, run the schema and fsync: not on a runtime worker.
         let (data_dir, tz) = (k.data_dir.clone(), k.time_zone.clone());
         let periods = crate::reception::ProtectionPeriods::from_config(&config.reception);
+        let visit_alerts = Arc::clone(&alerts);
         let (store, db) = tokio::task::spawn_blocking(move || {
             let mut store = Store::open(&data_dir, identity)?;
             store.set_protection_periods(periods);
+            store.set_alerts(visit_alerts);
             Ok::<_, StoreError>((store, ReadDb::open(&data_dir, tz)?))
         })
         .await
@@ -94,27 +118,6 @@ impl App {
             }
             None => None,
         };
-        let webhooks = if config.webhooks.is_empty() {
-            None
-        } else {
-            let hooks = config
-                .webhooks
-                .iter()
-                .map(crate::webhooks::Hook::from_config)
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Some(Arc::new(crate::webhooks::Webhooks::new(
-                hooks,
-                k.time_zone.clone(),
-            )))
-        };
-        let alerts = Arc::new(Alerts::new(
-            Policy {
-                manager: config.reception.manager.as_ref().map(ToString::to_string),
-                escalate_after: config.reception.escalate_after,
-            },
-            Arc::new(WallClock),
-            webhooks.clone(),
-        ));
         // Before any task counts anything: the recorder must exist first.
         kiosk_sync::telemetry::prometheus();
         let (events, _) = broadcast::channel(256);
@@ -423,7 +426,13 @@ async fn reception(
                             feedback.send(signal(greeted));
                         }
                         let repeat = matches!(rec.decision, crate::rules::Decision::Repeat);
-                        state.visit_committed(&rec.visit, repeat, &card.reader, card.at);
+                        state.visit_committed(
+                            &rec.visit,
+                            repeat,
+                            &card.reader,
+                            card.at,
+                            rec.alerts,
+                        );
                     }
                     Err(e) => {
                         if let Some(feedback) = card.feedback.take() {

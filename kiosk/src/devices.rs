@@ -107,6 +107,46 @@ pub struct DeviceAuth {
     pub revoked: bool,
 }
 
+/// Whose alerts a device may follow and acknowledge, and for whom it may work the rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// A staff device (the reception desk, the manager's tablet): anyone.
+    Anyone,
+    /// A consultant's handheld: only that consultant.
+    Only(String),
+    /// A handheld bound to no consultant: nobody. It may post visits, but following or
+    /// acknowledging a consultant's alerts, or moving them in the queue, takes a device
+    /// that is theirs or a staff one, so a spare PDA cannot act for the whole office.
+    Nobody,
+}
+
+impl DeviceAuth {
+    pub fn scope(&self) -> Scope {
+        match (self.role, &self.consultant_id) {
+            (DeviceRole::Staff, _) => Scope::Anyone,
+            (DeviceRole::Handheld, Some(own)) => Scope::Only(own.clone()),
+            (DeviceRole::Handheld, None) => Scope::Nobody,
+        }
+    }
+
+    /// Why this device may not act for `consultant`, as a message saying what to do;
+    /// `None` when it may.
+    pub fn refuses(&self, consultant: &str) -> Option<String> {
+        match self.scope() {
+            Scope::Anyone => None,
+            Scope::Only(own) if own == consultant => None,
+            Scope::Only(own) => Some(format!(
+                "device {} belongs to consultant {own} and may act only for them, not for {consultant}; use a staff device (`kiosk devices add NAME --staff`)",
+                self.name
+            )),
+            Scope::Nobody => Some(format!(
+                "device {} is a handheld bound to no consultant, so it may not act for {consultant}; add the handheld with `kiosk devices add NAME --consultant {consultant}`, or use a staff device (`--staff`)",
+                self.name
+            )),
+        }
+    }
+}
+
 /// A handheld's post, validated.
 #[derive(Debug, Clone)]
 pub struct HandheldPost {
@@ -114,7 +154,11 @@ pub struct HandheldPost {
     pub id: Uuid,
     pub device: String,
     pub presented: Presented,
+    /// When the handheld saw the visitor (`at`), else when the kiosk got the post.
     pub device_time: jiff::Timestamp,
+    /// When the kiosk got the post: a visitor seen long before takes no rotation turn
+    /// and alerts nobody (`reception::is_current`).
+    pub received_at: jiff::Timestamp,
     pub note: Option<String>,
     /// SHA-256 of the request's canonical JSON: the same id must come with the same body.
     pub body_hash: String,
@@ -129,6 +173,8 @@ pub struct Posted {
     pub repeat: bool,
     /// The same post came before: this is its stored answer, nothing was written now.
     pub replay: bool,
+    /// The alerts stored with a new visit, to announce once it commits.
+    pub alerts: crate::alerts::Raised,
 }
 
 /// A post refused by what is stored; nothing was written.
@@ -234,11 +280,12 @@ impl Store {
         post: &HandheldPost,
     ) -> Result<Result<Posted, PostRefusal>, StoreError> {
         self.retry_busy(|store| {
-            let (identity, periods) = (store.identity().clone(), store.periods());
+            let (identity, periods, alerts) =
+                (store.identity().clone(), store.periods(), store.alerts());
             let tx = store
                 .conn_mut()
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let posted = post_in(&tx, &identity, &periods, post)?;
+            let posted = post_in(&tx, &identity, &periods, alerts.as_deref(), post)?;
             tx.commit()?;
             Ok(posted)
         })
@@ -251,8 +298,14 @@ impl Store {
         &mut self,
         post: &HandheldPost,
     ) -> Result<Result<Posted, PostRefusal>, StoreError> {
-        let (identity, periods) = (self.identity().clone(), self.periods());
-        post_in(self.conn_mut(), &identity, &periods, post)
+        let (identity, periods, alerts) = (self.identity().clone(), self.periods(), self.alerts());
+        post_in(
+            self.conn_mut(),
+            &identity,
+            &periods,
+            alerts.as_deref(),
+            post,
+        )
     }
 }
 
@@ -261,6 +314,7 @@ fn post_in(
     tx: &rusqlite::Connection,
     identity: &crate::store::Identity,
     periods: &crate::reception::ProtectionPeriods,
+    alerts: Option<&crate::alerts::Alerts>,
     post: &HandheldPost,
 ) -> Result<Result<Posted, PostRefusal>, StoreError> {
     let source = format!("handheld:{}", post.device);
@@ -279,6 +333,7 @@ fn post_in(
             repeat: visit.id != post.id,
             visit,
             replay: true,
+            alerts: crate::alerts::Raised::default(),
         }));
     }
     // A tap's visit, a card change made at the desk (any outbox record) may hold the id
@@ -297,8 +352,9 @@ fn post_in(
         source: &source,
         presented: &post.presented,
         device_time: post.device_time,
+        received_at: post.received_at,
     };
-    let Some(recorded) = record_in(tx, identity, periods, &input)? else {
+    let Some(recorded) = record_in(tx, identity, periods, alerts, &input)? else {
         let Presented::Customer(customer) = &post.presented else {
             return Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows));
         };
@@ -320,6 +376,7 @@ fn post_in(
         repeat: matches!(recorded.decision, crate::rules::Decision::Repeat),
         visit: recorded.visit,
         replay: false,
+        alerts: recorded.alerts,
     }))
 }
 
@@ -380,6 +437,7 @@ mod tests {
             device: "pda-1".into(),
             presented,
             device_time: "2026-11-23T02:00:00Z".parse().expect("time"),
+            received_at: "2026-11-23T02:00:00Z".parse().expect("time"),
             note: None,
             body_hash: body_hash.into(),
         }

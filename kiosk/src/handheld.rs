@@ -360,6 +360,7 @@ fn parse(bytes: &[u8], device: &str, now: jiff::Timestamp) -> Result<HandheldPos
         // The request's time when the handheld gave none; not part of the hash, so a
         // retry later is still the same request.
         device_time: at.unwrap_or(now),
+        received_at: now,
         note: body.note,
         body_hash: auth::hash(&json),
     })
@@ -373,7 +374,13 @@ fn answer(s: &ApiState, device: &DeviceAuth, posted: Posted, at: jiff::Timestamp
     } else {
         // Greeted at the post's time, also for a repeat whose visit is from earlier.
         let source = format!("handheld:{}", device.name);
-        s.visit_committed(&posted.visit, posted.repeat, &source, at);
+        s.visit_committed(
+            &posted.visit,
+            posted.repeat,
+            &source,
+            at,
+            posted.alerts.clone(),
+        );
         StatusCode::CREATED
     };
     let body = PostAnswer {

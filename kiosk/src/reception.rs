@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::roster::Tier;
 
@@ -334,6 +334,9 @@ pub enum Receiver {
     NoneOnDuty,
     /// Everyone on duty is with a visitor: the visitor waits for the first to mark free.
     AllBusy,
+    /// The visit is recorded after the fact ([`is_current`] says no): the visitor was
+    /// received back then, so nobody is sent to them now and the rotation does not move.
+    AfterTheFact,
 }
 
 /// How the visitor is received; the visit records it.
@@ -354,7 +357,7 @@ impl Assignment {
     pub fn consultant_id(&self) -> Option<&str> {
         match &self.consultant {
             Receiver::Consultant(id) => Some(id),
-            Receiver::NoneOnDuty | Receiver::AllBusy => None,
+            Receiver::NoneOnDuty | Receiver::AllBusy | Receiver::AfterTheFact => None,
         }
     }
 }
@@ -366,6 +369,48 @@ fn from_rotation(rotation: &mut Rotation) -> Receiver {
         None if rotation.is_empty() => Receiver::NoneOnDuty,
         None => Receiver::AllBusy,
     }
+}
+
+/// How long after a visitor was seen the kiosk still treats the visit as happening now.
+/// A handheld that was offline flushes its queue with the times it saw each visitor
+/// (`at`); one seen longer ago than this has been received already, so sending the
+/// queue's head or an alert to them now would send a consultant to nobody. Ten minutes
+/// covers a PDA's Wi-Fi blip; alerts replay to a reconnecting handheld for as long.
+pub const CURRENT_FOR: SignedDuration = SignedDuration::from_secs(10 * 60);
+
+/// Whether a visitor seen at `seen` is still at the door at `now` (the kiosk's clock):
+/// within [`CURRENT_FOR`]. A time ahead of the clock (a handheld's clock a little fast;
+/// the API refuses more than 5 minutes) is current.
+pub fn is_current(seen: Timestamp, now: Timestamp) -> bool {
+    now.duration_since(seen) <= CURRENT_FOR
+}
+
+/// Who received a visit recorded after the fact (not [`is_current`]): the owner while
+/// the protection was valid when the visitor was seen, else nobody, and never a rotation
+/// turn. The public-pool mark is kept so that the hub can still reassign the customer.
+pub fn assign_after_the_fact(facts: &AssignFacts) -> Assignment {
+    let alert_manager = facts
+        .customer
+        .as_ref()
+        .is_some_and(|c| c.tier == Tier::Gold);
+    let mut assignment = Assignment {
+        consultant: Receiver::AfterTheFact,
+        stand_in_for: None,
+        alert_owner: false,
+        public_pool: false,
+        alert_manager,
+    };
+    if let Some(owner) = facts.customer.as_ref().and_then(|c| c.owner.as_ref()) {
+        let lapsed = owner
+            .last_follow_up
+            .is_some_and(|t| facts.now >= after(t, facts.periods.for_source(owner.source)));
+        if lapsed {
+            assignment.public_pool = true;
+        } else {
+            assignment.consultant = Receiver::Consultant(owner.consultant_id.clone());
+        }
+    }
+    assignment
 }
 
 /// Decides who receives a visitor, taking a rotation turn when the owner cannot.
@@ -566,6 +611,10 @@ pub const DEFAULT_ESCALATE_AFTER: Duration = Duration::from_secs(60);
 pub enum EscalationStep {
     /// Acknowledged: nothing more to do.
     Done,
+    /// Its escalation was due more than [`CURRENT_FOR`] ago (the kiosk was stopped
+    /// meanwhile, e.g. overnight): the visitor has long been received or has left, so
+    /// nobody is sent now and no rotation turn is taken.
+    Stale,
     /// Not yet due: look again at `until` (the caller's timer).
     Wait { until: Timestamp },
     /// Alert the manager and the next consultant in the queue (`Rotation::next_for_walk_in`,
@@ -588,6 +637,8 @@ pub fn escalation(
     let due = after(alert_created, escalate_after);
     if now < due {
         EscalationStep::Wait { until: due }
+    } else if !is_current(due, now) {
+        EscalationStep::Stale
     } else {
         EscalationStep::Escalate
     }
@@ -1238,6 +1289,104 @@ mod tests {
     }
 
     #[test]
+    fn visits_are_current_for_ten_minutes() {
+        let now = at("2026-11-20T10:00:00Z");
+        let secs = jiff::SignedDuration::from_secs;
+        // (situation, seen, current)
+        let cases = [
+            ("a tap, now", now, true),
+            ("a handheld's clock 3 min fast", now + secs(180), true),
+            ("a Wi-Fi blip: seen 9 min ago", now - secs(540), true),
+            ("seen exactly 10 min ago", now - secs(600), true),
+            ("seen 10 min 1 s ago", now - secs(601), false),
+            (
+                "an offline PDA's queue from this morning",
+                now - secs(4 * 3600),
+                false,
+            ),
+            ("yesterday", now - secs(86_400), false),
+        ];
+        for (what, seen, current) in cases {
+            assert_eq!(is_current(seen, now), current, "{what}");
+        }
+    }
+
+    #[test]
+    fn visits_after_the_fact_as_a_table() {
+        let now = at("2026-11-20T10:00:00Z");
+        let owned = |tier, days: i64, on_duty| {
+            Some(KnownCustomer {
+                tier,
+                owner: Some(Owner {
+                    consultant_id: "O".into(),
+                    source: Source::Phone,
+                    last_follow_up: Some(now - jiff::SignedDuration::from_hours(24 * days)),
+                    on_duty,
+                }),
+            })
+        };
+        use Tier::*;
+        // (situation, customer, assignment); the queue is "A B" and never moves.
+        let cases: Vec<(&str, Option<KnownCustomer>, Want)> = vec![
+            (
+                "unknown visitor → nobody, no turn taken",
+                None,
+                want(Receiver::AfterTheFact),
+            ),
+            (
+                "nobody owns them → nobody",
+                Some(KnownCustomer {
+                    tier: Normal,
+                    owner: None,
+                }),
+                want(Receiver::AfterTheFact),
+            ),
+            (
+                "protected owner on duty → the owner",
+                owned(Normal, 2, true),
+                want(to("O")),
+            ),
+            (
+                "protected owner off duty → still the owner, no stand-in, no owner alert",
+                owned(Normal, 2, false),
+                want(to("O")),
+            ),
+            (
+                "protection lapsed → public pool, nobody",
+                owned(Normal, 8, true),
+                Want {
+                    public_pool: true,
+                    ..want(Receiver::AfterTheFact)
+                },
+            ),
+            (
+                "gold member → the manager flag is kept for the record",
+                owned(Gold, 2, true),
+                Want {
+                    alert_manager: true,
+                    ..want(to("O"))
+                },
+            ),
+        ];
+        for (what, customer, expected) in cases {
+            let facts = AssignFacts {
+                customer,
+                periods: ProtectionPeriods::DEFAULT,
+                now,
+            };
+            let got = assign_after_the_fact(&facts);
+            let expected = Assignment {
+                consultant: expected.consultant,
+                stand_in_for: expected.stand_in_for.map(str::to_owned),
+                alert_owner: expected.alert_owner,
+                public_pool: expected.public_pool,
+                alert_manager: expected.alert_manager,
+            };
+            assert_eq!(got, expected, "{what}");
+        }
+    }
+
+    #[test]
     fn broker_check_ins_as_a_table() {
         let registered_at = at("2026-11-01T10:00:00Z");
         let default_end = at("2026-11-16T10:00:00Z"); // registered_at + 15 days
@@ -1502,6 +1651,34 @@ mod tests {
                 created,
                 secs(0),
                 EscalationStep::Escalate,
+            ),
+            (
+                "due exactly 10 min ago (the kiosk was down): still escalates",
+                false,
+                after_ms(60_000 + 600_000),
+                DEFAULT_ESCALATE_AFTER,
+                EscalationStep::Escalate,
+            ),
+            (
+                "due 10 min and 1 ms ago: stale, nobody is sent",
+                false,
+                after_ms(60_000 + 600_001),
+                DEFAULT_ESCALATE_AFTER,
+                EscalationStep::Stale,
+            ),
+            (
+                "from yesterday, after a night off",
+                false,
+                after_ms(16 * 3_600_000),
+                DEFAULT_ESCALATE_AFTER,
+                EscalationStep::Stale,
+            ),
+            (
+                "acked, from yesterday",
+                true,
+                after_ms(16 * 3_600_000),
+                DEFAULT_ESCALATE_AFTER,
+                EscalationStep::Done,
             ),
             (
                 "an enormous wait never overflows",

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::{ApiError, ApiState, ErrorBody};
-use crate::devices::DeviceAuth;
+use crate::devices::{DeviceAuth, Scope};
 use crate::handheld::{self, BODY_LIMIT};
 use crate::reception::{Rotation, RotationError};
 use crate::store::{ReadDb, Store, StoreError};
@@ -229,8 +229,8 @@ fn parse_body<T: DeserializeOwned>(
         .map_err(|e| unprocessable(format!("{e}; {shape}")))
 }
 
-/// The consultant a device acts for: the body's, else the device's own; a device bound
-/// to a consultant acts for that consultant only.
+/// The consultant a device acts for: the body's, else the device's own. A handheld acts
+/// for its own consultant only, and an unbound one for nobody; a staff device for anyone.
 fn acting_for(device: &DeviceAuth, body: Option<ConsultantBody>) -> Result<String, ApiError> {
     let asked = body.and_then(|b| b.consultant_id);
     if asked.as_deref().is_some_and(|id| id.trim().is_empty()) {
@@ -240,25 +240,28 @@ fn acting_for(device: &DeviceAuth, body: Option<ConsultantBody>) -> Result<Strin
             "consultant_id is empty".into(),
         ));
     }
-    match (asked, &device.consultant_id) {
-        (Some(asked), Some(own)) if &asked != own => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "device {} belongs to consultant {own} and may act only for them, not for {asked}; use a reception desk device",
-                device.name
-            ),
-        )),
-        (Some(asked), _) => Ok(asked),
-        (None, Some(own)) => Ok(own.clone()),
-        (None, None) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid",
-            format!(
-                "device {} belongs to no consultant; say whom with {{\"consultant_id\": id}}",
-                device.name
-            ),
-        )),
+    let forbidden = |why: String| ApiError::new(StatusCode::FORBIDDEN, "forbidden", why);
+    match (asked, device.scope()) {
+        (Some(asked), _) => match device.refuses(&asked) {
+            Some(why) => Err(forbidden(why)),
+            None => Ok(asked),
+        },
+        (None, Scope::Only(own)) => Ok(own),
+        (None, Scope::Anyone) => match &device.consultant_id {
+            Some(own) => Ok(own.clone()),
+            None => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                format!(
+                    "device {} is a staff device of no consultant; say whom with {{\"consultant_id\": id}}",
+                    device.name
+                ),
+            )),
+        },
+        (None, Scope::Nobody) => Err(forbidden(format!(
+            "device {} is a handheld bound to no consultant, so it acts for nobody in the queue; add the handheld with `kiosk devices add NAME --consultant ID`, or use a staff device (`--staff`)",
+            device.name
+        ))),
     }
 }
 
@@ -312,7 +315,7 @@ async fn consultant_change(
         (status = 200, description = "On duty; the queue", body = RotationView),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, description = "No token, an unknown one or a revoked one", body = ErrorBody),
-        (status = 403, description = "The device belongs to another consultant", body = ErrorBody),
+        (status = 403, description = "A handheld of another consultant, or one bound to nobody", body = ErrorBody),
         (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
         (status = 422, description = "Not the body's shape, no consultant given, or not in the roster", body = ErrorBody),
         (status = 503, description = "The database is not available", body = ErrorBody),
@@ -334,7 +337,7 @@ pub(crate) async fn check_in(
         (status = 200, description = "Off duty; the queue", body = RotationView),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, description = "No token, an unknown one or a revoked one", body = ErrorBody),
-        (status = 403, description = "The device belongs to another consultant", body = ErrorBody),
+        (status = 403, description = "A handheld of another consultant, or one bound to nobody", body = ErrorBody),
         (status = 409, description = "Not on duty (`not_on_duty`)", body = ErrorBody),
         (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
         (status = 422, description = "Not the body's shape, no consultant given, or not in the roster", body = ErrorBody),
@@ -357,7 +360,7 @@ pub(crate) async fn check_out(
         (status = 200, description = "Free; the queue", body = RotationView),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, description = "No token, an unknown one or a revoked one", body = ErrorBody),
-        (status = 403, description = "The device belongs to another consultant", body = ErrorBody),
+        (status = 403, description = "A handheld of another consultant, or one bound to nobody", body = ErrorBody),
         (status = 409, description = "Not on duty (`not_on_duty`)", body = ErrorBody),
         (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
         (status = 422, description = "Not the body's shape, no consultant given, or not in the roster", body = ErrorBody),
@@ -379,7 +382,7 @@ pub(crate) async fn free(
         (status = 200, description = "Reordered; the queue", body = RotationView),
         (status = 400, description = "The body is not JSON", body = ErrorBody),
         (status = 401, description = "No token, an unknown one or a revoked one", body = ErrorBody),
-        (status = 403, description = "The device belongs to a consultant", body = ErrorBody),
+        (status = 403, description = "A handheld's token: reordering needs a staff device", body = ErrorBody),
         (status = 413, description = "The body is larger than 16 KiB", body = ErrorBody),
         (status = 422, description = "Not the body's shape, or not every on-duty consultant exactly once (`not_a_permutation`)", body = ErrorBody),
         (status = 503, description = "The database is not available", body = ErrorBody),
@@ -390,20 +393,10 @@ pub(crate) async fn reorder(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let result = async {
-        let device = handheld::authenticate(&s, &headers).await?;
-        let body = parse_body::<ReorderBody>(body, REORDER_SHAPE)
-            .map_err(IntoResponse::into_response)?;
-        if let Some(own) = &device.consultant_id {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "device {} belongs to consultant {own}; only a reception desk device reorders the queue",
-                    device.name
-                ),
-            )
-            .into_response());
-        }
+        // Moving everyone in the queue is the reception desk's (or the manager's) job.
+        handheld::authenticate_staff(&s, &headers).await?;
+        let body =
+            parse_body::<ReorderBody>(body, REORDER_SHAPE).map_err(IntoResponse::into_response)?;
         let Some(body) = body else {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::alerts::{Alerts, Raised};
 use crate::reception::{
     self, AssignFacts, BrokerRegistration, KnownCustomer, Owner, ProtectionPeriods, Refusal, Source,
 };
@@ -495,6 +496,8 @@ pub struct Recorded {
     pub decision: Decision,
     /// For a repeat tap, the day's existing visit.
     pub visit: VisitView,
+    /// The alerts stored with the visit, to announce once it commits.
+    pub alerts: Raised,
 }
 
 /// Summary of a roster import.
@@ -525,6 +528,9 @@ pub struct Store {
     /// The protection periods visits are assigned by (`[reception]`; the defaults until
     /// the daemon sets them).
     periods: ProtectionPeriods,
+    /// Who hears of a visit: its alerts are stored in its transaction. `None` (tests,
+    /// commands other than `run`): visits alert nobody.
+    alerts: Option<Arc<Alerts>>,
     /// Groups the writer committed (see [`Writer`]); tests count commits by it.
     group_commits: u64,
 }
@@ -571,8 +577,19 @@ impl Store {
             conn,
             identity,
             periods: ProtectionPeriods::DEFAULT,
+            alerts: None,
             group_commits: 0,
         })
+    }
+
+    /// Makes every visit recorded from now on store its alerts in its own transaction.
+    pub fn set_alerts(&mut self, alerts: Arc<Alerts>) {
+        self.alerts = Some(alerts);
+    }
+
+    /// The alerts visits raise, for jobs that record visits with a borrowed connection.
+    pub(crate) fn alerts(&self) -> Option<Arc<Alerts>> {
+        self.alerts.clone()
     }
 
     /// Sets the protection periods of `[reception]` for the visits recorded from now on.
@@ -598,12 +615,14 @@ impl Store {
             source: &tap.source,
             presented: &presented,
             device_time: tap.device_time,
+            received_at: tap.device_time,
         };
         self.retry_busy(|store| {
             let tx = store
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let recorded = record_in(&tx, &store.identity, &store.periods, &input)?;
+            let alerts = store.alerts.as_deref();
+            let recorded = record_in(&tx, &store.identity, &store.periods, alerts, &input)?;
             tx.commit()?;
             // A card always yields a visit; only a customer id can be unknown.
             recorded.ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
@@ -619,8 +638,10 @@ impl Store {
             source: &tap.source,
             presented: &presented,
             device_time: tap.device_time,
+            received_at: tap.device_time,
         };
-        let recorded = record_in(&self.conn, &self.identity, &self.periods, &input)?;
+        let alerts = self.alerts.as_deref();
+        let recorded = record_in(&self.conn, &self.identity, &self.periods, alerts, &input)?;
         recorded.ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
     }
 
@@ -744,7 +765,11 @@ pub(crate) struct VisitInput<'a> {
     /// A reader's name, or `handheld:<device>`.
     pub source: &'a str,
     pub presented: &'a Presented,
+    /// When the visitor was seen (a handheld's `at`).
     pub device_time: jiff::Timestamp,
+    /// When the kiosk heard of it: a visit seen long before ([`reception::is_current`])
+    /// takes no rotation turn and alerts nobody.
+    pub received_at: jiff::Timestamp,
 }
 
 /// The rows of `visits` that count as the customer's office visit of their day (at most one
@@ -764,10 +789,14 @@ macro_rules! counted {
 /// A counted visit is received by someone (`reception::assign`, with `periods`): the
 /// rotation is loaded, changed and saved in the same transaction, so the queue and the
 /// visits that moved it are durable together.
+///
+/// A new counted visit's alerts (`alerts::recipients`) are stored in the same transaction
+/// too, unless it was seen long before it reached the kiosk (`reception::is_current`).
 pub(crate) fn record_in(
     tx: &Connection,
     identity: &Identity,
     periods: &ProtectionPeriods,
+    alerts: Option<&Alerts>,
     input: &VisitInput<'_>,
 ) -> Result<Option<Recorded>, StoreError> {
     let office_day = input
@@ -777,8 +806,16 @@ pub(crate) fn record_in(
         .to_string();
     if let Presented::Card(token) = input.presented {
         if let Some(code) = reception::parse_broker_code(token.as_str()) {
-            let recorded =
-                record_broker_in(tx, identity, periods, input, token, &office_day, code)?;
+            let recorded = record_broker_in(
+                tx,
+                identity,
+                periods,
+                alerts,
+                input,
+                token,
+                &office_day,
+                code,
+            )?;
             return Ok(Some(recorded));
         }
     }
@@ -814,7 +851,11 @@ pub(crate) fn record_in(
     if let (Decision::Repeat, Some(id)) = (decision, &today_visit) {
         // Every tap greets, but the day's visit already exists: nothing to write.
         let visit = visit_by_id(tx, id)?;
-        return Ok(Some(Recorded { decision, visit }));
+        return Ok(Some(Recorded {
+            decision,
+            visit,
+            alerts: Raised::default(),
+        }));
     }
     let (outcome, reason, kind) = match decision {
         Decision::Welcome(kind) => (wire::Outcome::Welcome, None, Some(kind)),
@@ -834,7 +875,7 @@ pub(crate) fn record_in(
         _ => None,
     };
     let received = match (&row, kind) {
-        (Some(r), Some(_)) => receive(tx, periods, r, input.device_time)?,
+        (Some(r), Some(_)) => receive(tx, periods, r, input)?,
         // Nobody receives an unknown or refused card.
         _ => Received::default(),
     };
@@ -855,15 +896,37 @@ pub(crate) fn record_in(
             broker_id: None,
         },
     )?;
-    Ok(Some(Recorded { decision, visit }))
+    let alerts = raise_in(tx, alerts, &visit, input)?;
+    Ok(Some(Recorded {
+        decision,
+        visit,
+        alerts,
+    }))
+}
+
+/// Stores a new visit's alerts in its transaction, when it is current.
+fn raise_in(
+    tx: &Connection,
+    alerts: Option<&Alerts>,
+    visit: &VisitView,
+    input: &VisitInput<'_>,
+) -> Result<Raised, StoreError> {
+    match alerts {
+        Some(alerts) if reception::is_current(input.device_time, input.received_at) => {
+            Ok(alerts.store_for_visit(tx, visit, input.source, input.device_time)?)
+        }
+        _ => Ok(Raised::default()),
+    }
 }
 
 /// A broker's scanned code (确客): confirmed, it is the customer's visit (counted unless the
 /// day's visit exists); refused, a denied visit saying why. Either way the broker is named.
+#[allow(clippy::too_many_arguments)] // the parts of a visit's recording, as record_in has them
 fn record_broker_in(
     tx: &Connection,
     identity: &Identity,
     periods: &ProtectionPeriods,
+    alerts: Option<&Alerts>,
     input: &VisitInput<'_>,
     token: &CardToken,
     office_day: &str,
@@ -902,13 +965,17 @@ fn record_broker_in(
     });
     if let (Decision::Repeat, Some(id)) = (decision, &confirmed_today) {
         let visit = visit_by_id(tx, id)?;
-        return Ok(Recorded { decision, visit });
+        return Ok(Recorded {
+            decision,
+            visit,
+            alerts: Raised::default(),
+        });
     }
     let (outcome, kind, received, reason, reason_detail) = match (decision, &row) {
         (Decision::BrokerConfirmed(Some(kind)), Some(r)) => (
             wire::Outcome::BrokerConfirmed,
             Some(kind),
-            receive(tx, periods, r, input.device_time)?,
+            receive(tx, periods, r, input)?,
             None,
             None,
         ),
@@ -957,7 +1024,12 @@ fn record_broker_in(
             broker_id,
         },
     )?;
-    Ok(Recorded { decision, visit })
+    let alerts = raise_in(tx, alerts, &visit, input)?;
+    Ok(Recorded {
+        decision,
+        visit,
+        alerts,
+    })
 }
 
 /// Who received a visitor, as the visit records it.
@@ -973,13 +1045,16 @@ struct Received {
 }
 
 /// Assigns a counted visit of a known customer (`reception::assign`) and saves the
-/// rotation it moved.
+/// rotation it moved; a visit seen long before it reached the kiosk is assigned after
+/// the fact (`reception::assign_after_the_fact`) and moves nothing.
 fn receive(
     tx: &Connection,
     periods: &ProtectionPeriods,
     row: &CardRow,
-    now: jiff::Timestamp,
+    input: &VisitInput<'_>,
 ) -> Result<Received, StoreError> {
+    let now = input.device_time;
+    let current = reception::is_current(now, input.received_at);
     let mut rotation = load_rotation(tx)?;
     let before = rotation.clone();
     let owner = match &row.consultant {
@@ -1004,7 +1079,11 @@ fn receive(
         periods: *periods,
         now,
     };
-    let assignment = reception::assign(&facts, &mut rotation);
+    let assignment = if current {
+        reception::assign(&facts, &mut rotation)
+    } else {
+        reception::assign_after_the_fact(&facts)
+    };
     if rotation != before {
         save_rotation(tx, &rotation)?;
     }
@@ -2256,6 +2335,116 @@ nfc:04000005,C5,钱,mr,normal,E3,周,,,,,
     /// The protection runs from the later of the roster's follow-up and the owner's own
     /// last counted visit here; a stand-in's visit does not renew it. The periods are the
     /// store's (set from `[reception]`).
+    /// A visit seen long before it reached the kiosk (an offline handheld's queue) is
+    /// stored and counted, but takes no rotation turn and alerts nobody; a current one
+    /// stores its alerts with it.
+    #[test]
+    fn a_visit_seen_long_ago_takes_no_turn_and_alerts_nobody() {
+        let dir = tempfile::tempdir().expect("dir");
+        let rows = "\
+nfc:04000001,C1,张,mr,gold,E1,李娜,,,,,
+nfc:04000002,C2,王,ms,normal,,,,,,,
+nfc:04000003,C3,李,ms,normal,E2,陈晨,phone,2026-11-01T00:00:00Z,,,
+nfc:04000004,C4,赵,mr,normal,,,,,,,
+nfc:04000005,C5,钱,mr,normal,E3,周,,,,,
+";
+        let mut s = reception_store(dir.path(), rows, &["E3", "E1"]);
+        let policy = crate::alerts::Policy {
+            manager: Some("M".into()),
+            ..crate::alerts::Policy::default()
+        };
+        s.set_alerts(Arc::new(crate::alerts::Alerts::new(
+            policy,
+            Arc::new(crate::alerts::WallClock),
+            None,
+        )));
+        fn record(s: &mut Store, card: &str, seen: &str) -> Recorded {
+            let presented = Presented::Card(CardToken::parse(card).expect("token"));
+            let input = VisitInput {
+                id: Uuid::now_v7(),
+                source: "handheld:pda",
+                presented: &presented,
+                device_time: seen.parse().expect("time"),
+                received_at: "2026-11-20T10:00:00Z".parse().expect("time"),
+            };
+            let (identity, periods, alerts) = (s.identity.clone(), s.periods, s.alerts.clone());
+            let tx = s.conn.transaction().expect("tx");
+            let rec = record_in(&tx, &identity, &periods, alerts.as_deref(), &input)
+                .expect("record")
+                .expect("a card's visit");
+            tx.commit().expect("commit");
+            rec
+        }
+        // (what, card, seen at, receiver, public pool)
+        let cases = [
+            (
+                "unowned, seen an hour ago → nobody",
+                "nfc:04000002",
+                "2026-11-20T09:00:00Z",
+                None,
+                false,
+            ),
+            (
+                "gold, owner on duty, seen yesterday → the owner, not marked busy",
+                "nfc:04000001",
+                "2026-11-19T09:00:00Z",
+                Some("E1"),
+                false,
+            ),
+            (
+                "protection lapsed, seen 11 min ago → public pool, nobody",
+                "nfc:04000003",
+                "2026-11-20T09:49:00Z",
+                None,
+                true,
+            ),
+        ];
+        for (what, card, seen, consultant, public_pool) in cases {
+            let rec = record(&mut s, card, seen);
+            assert!(
+                matches!(rec.decision, Decision::Welcome(_)),
+                "{what}: counted"
+            );
+            assert_eq!(
+                received(&s, rec.visit.id),
+                who(consultant, None, public_pool),
+                "{what}"
+            );
+            assert_eq!(
+                rec.alerts,
+                crate::alerts::Raised::default(),
+                "{what}: no alerts"
+            );
+            assert_eq!(queue(&s), "E3 E1", "{what}: the queue did not move");
+        }
+        let stored: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(stored, 0);
+        // Seen 9 minutes ago: current, so received by the head and alerted, in the
+        // visit's transaction.
+        let rec = record(&mut s, "nfc:04000004", "2026-11-20T09:51:00Z");
+        assert_eq!(received(&s, rec.visit.id), who(Some("E3"), None, false));
+        assert_eq!(queue(&s), "E1 E3*");
+        let to: Vec<&str> = rec
+            .alerts
+            .alerts
+            .iter()
+            .map(|a| a.consultant_id.as_str())
+            .collect();
+        assert_eq!(to, ["E3"]);
+        let stored: Vec<String> = s
+            .conn
+            .prepare("SELECT consultant_id FROM alerts WHERE visit_id = ?1")
+            .expect("sql")
+            .query_map([rec.visit.id.to_string()], |r| r.get(0))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(stored, ["E3"]);
+    }
+
     #[test]
     fn protection_runs_from_the_owners_own_last_visit() {
         let dir = tempfile::tempdir().expect("dir");
@@ -2704,7 +2893,8 @@ nfc:04000002,C2,王,ms,normal,,,,,,,
 nfc:04000003,C3,李,ms,normal,E3,周,,,,,
 nfc:04000004,C4,赵,mr,normal,E4,吴,,,,,
 ";
-        let s = reception_store(dir.path(), rows, &["E3", "E4"]);
+        let mut s = reception_store(dir.path(), rows, &["E3", "E4"]);
+        s.set_alerts(Arc::new(crate::alerts::Alerts::default()));
         let (writer, thread) = Writer::spawn(s).expect("writer");
         let tap_in_group = |card: &'static str, fail: bool| {
             queued(writer.call_grouped(move |s| {
@@ -2729,6 +2919,20 @@ nfc:04000004,C4,赵,mr,normal,E4,吴,,,,,
         assert_eq!(next.await.expect("C2").as_deref(), Some("E3"));
         let saved = writer.call(|s| Ok(queue(s))).await.expect("queue");
         assert_eq!(saved, "E4 E3*");
+        // Its alert went with it; C2's was committed with C2's visit.
+        let alerted = writer
+            .call(|s| {
+                let mut stmt = s.conn.prepare(
+                    "SELECT a.consultant_id, c.customer_id FROM alerts a JOIN visits c ON c.id = a.visit_id",
+                )?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await
+            .expect("alerts");
+        assert_eq!(alerted, [("E3".to_owned(), "C2".to_owned())]);
         drop(writer);
         thread.join().expect("writer thread");
     }

@@ -120,7 +120,7 @@ async fn a_welcome_alerts_the_consultants_handheld_masked_once_and_until_acknowl
     let li = add_bound_device(&dir, "pda-li", "E01");
     let li_spare = add_bound_device(&dir, "pda-li-2", "E01");
     let chen = add_bound_device(&dir, "pda-chen", "E02");
-    let desk = add_device(&dir, "desk");
+    let desk = add_staff_device(&dir, "desk");
     let kiosk = dir.start();
     let e01 = kiosk.url("/api/v1/consultants/E01/events");
     rotation(&kiosk, &desk, "check-in", "E01").await;
@@ -217,7 +217,7 @@ async fn a_welcome_alerts_the_consultants_handheld_masked_once_and_until_acknowl
 async fn alerts_survive_a_restart_unacknowledged_replayed_acknowledged_not() {
     let dir = office(NO_ESCALATION);
     let li = add_bound_device(&dir, "pda-li", "E01");
-    let desk = add_device(&dir, "desk");
+    let desk = add_staff_device(&dir, "desk");
     let staff = add_staff_device(&dir, "console");
     let mut kiosk = dir.start();
     let e01 = kiosk.url("/api/v1/consultants/E01/events");
@@ -286,7 +286,7 @@ async fn alerts_survive_a_restart_unacknowledged_replayed_acknowledged_not() {
 async fn a_gold_members_welcome_reaches_the_managers_handheld() {
     let dir = office("[reception]\nmanager = \"E03\"\nescalate_after = \"1h\"\n");
     let manager = add_bound_device(&dir, "pda-zhou", "E03");
-    let desk = add_device(&dir, "desk");
+    let desk = add_staff_device(&dir, "desk");
     let kiosk = dir.start();
     rotation(&kiosk, &desk, "check-in", "E01").await;
     rotation(&kiosk, &desk, "check-in", "E02").await;
@@ -324,7 +324,7 @@ async fn an_unacknowledged_welcome_escalates_to_the_next_consultant_and_the_mana
     let li = add_bound_device(&dir, "pda-li", "E01");
     let chen = add_bound_device(&dir, "pda-chen", "E02");
     let manager = add_bound_device(&dir, "pda-zhou", "E03");
-    let desk = add_device(&dir, "desk");
+    let desk = add_staff_device(&dir, "desk");
     let staff = add_staff_device(&dir, "console");
     let kiosk = dir.start();
     rotation(&kiosk, &desk, "check-in", "E02").await;
@@ -403,4 +403,99 @@ async fn an_unacknowledged_welcome_escalates_to_the_next_consultant_and_the_mana
         .find(|s| s["consultant_id"] == other)
         .expect("still on duty");
     assert_eq!(seat["busy"], true, "{queue}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_commit_with_their_visit_and_old_posts_or_spare_handhelds_alert_nobody() {
+    let dir = office(NO_ESCALATION);
+    let li = add_bound_device(&dir, "pda-li", "E01");
+    let spare = add_device(&dir, "spare");
+    let staff = add_staff_device(&dir, "desk");
+    let mut kiosk = dir.start();
+    rotation(&kiosk, &staff, "check-in", "E01").await;
+    rotation(&kiosk, &staff, "check-in", "E02").await;
+
+    // A handheld bound to no consultant posts visits, but acts for nobody: it may not
+    // follow, acknowledge or move a consultant in the queue.
+    assert_eq!(stream_status(&kiosk, Some(&spare), "E01").await, 403);
+    let resp = kiosk_tests::http_client()
+        .post(kiosk.url("/api/v1/rotation/check-out"))
+        .bearer_auth(&spare)
+        .header("content-type", "application/json")
+        .body(json!({"consultant_id": "E01"}).to_string())
+        .send()
+        .await
+        .expect("POST check-out");
+    assert_eq!(resp.status().as_u16(), 403);
+    let body: Value = resp.json().await.expect("JSON");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("--consultant"),
+        "says what to do: {message}"
+    );
+    let (status, posted) = post_customer(&kiosk, &spare, "C0001").await;
+    assert_eq!(status, 201, "{posted}");
+    let (_, list) = unacked(&kiosk, Some(&staff), "").await;
+    let alert_id = list["alerts"][0]["id"]
+        .as_str()
+        .expect("an alert")
+        .to_owned();
+    let (status, body) = ack(&kiosk, Some(&spare), &alert_id).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(ack(&kiosk, Some(&li), &alert_id).await.0, 200);
+
+    // An offline handheld's queue, flushed an hour late: stored and counted, but nobody
+    // is sent to a visitor received long ago, and the queue does not move.
+    let queue = |kiosk: &Running| {
+        let req = kiosk_tests::http_client()
+            .get(kiosk.url("/api/v1/rotation"))
+            .bearer_auth(&staff);
+        async move {
+            let resp = req.send().await.expect("GET /api/v1/rotation");
+            assert_eq!(resp.status().as_u16(), 200);
+            resp.json::<Value>().await.expect("JSON")
+        }
+    };
+    let queue_before = queue(&kiosk).await;
+    let an_hour_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1);
+    let resp = kiosk_tests::http_client()
+        .post(kiosk.url("/api/v1/visits"))
+        .bearer_auth(&li)
+        .header("content-type", "application/json")
+        .body(
+            json!({"id": Uuid::now_v7(), "customer_id": "C0002", "at": an_hour_ago.to_string()})
+                .to_string(),
+        )
+        .send()
+        .await
+        .expect("POST a late visit");
+    assert_eq!(resp.status().as_u16(), 201);
+    let late: Value = resp.json().await.expect("JSON");
+    assert_eq!(late["outcome"], "welcome", "{late}");
+    assert_eq!(
+        late["visit"]["consultant_id"], "E02",
+        "the owner, protected, though E02 was free and not sent: {late}"
+    );
+    assert_eq!(queue(&kiosk).await, queue_before);
+    let (_, list) = unacked(&kiosk, Some(&staff), "").await;
+    assert!(ids(&list).is_empty(), "a late post alerted: {list}");
+
+    // A visit's alerts are in its transaction: SIGKILL right after the 201 keeps them.
+    let (status, posted) = post_customer(&kiosk, &spare, "C0003").await;
+    assert_eq!(status, 201, "{posted}");
+    kiosk.kill9();
+    let kiosk = dir.start();
+    let (_, list) = unacked(&kiosk, Some(&staff), "").await;
+    let alerted: Vec<&Value> = list["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|a| a["visit_id"] == posted["visit"]["id"])
+        .collect();
+    assert_eq!(alerted.len(), 1, "the welcome alert survived: {list}");
+    assert_eq!(alerted[0]["reason"], "welcome");
+    assert_eq!(
+        alerted[0]["consultant_id"],
+        posted["visit"]["consultant_id"]
+    );
 }

@@ -188,7 +188,7 @@ async fn the_screen_greets_a_tapped_member_masked_and_sends_an_unknown_card_to_r
         reader.name
     ));
     std::fs::write(dir.path().join("logo.svg"), LOGO).expect("write logo");
-    let desk = add_device(&dir, "desk");
+    let desk = add_staff_device(&dir, "desk");
     let kiosk = dir.start();
     on_duty(&kiosk, &desk, &["E01"]).await;
     let mut events = SseClient::connect(&kiosk.url("/api/v1/events")).await;

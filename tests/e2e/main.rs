@@ -132,7 +132,7 @@ fn assert_public(ev: &SseEvent) {
 async fn a_member_tap_greets_and_is_stored_with_status() {
     let mut s = setup("3s").await;
     // The greeting names the consultant who receives: 张's own, on duty.
-    let desk = devices::add_device(&s.dir, "desk");
+    let desk = devices::add_staff_device(&s.dir, "desk");
     reception::check_in(&s.kiosk, &desk, "E01").await;
     let (_card, greeting) = s.tap(&ZHANG).await;
     let g = &greeting.data;

@@ -7,7 +7,7 @@ use kiosk_tests::sse::{SseClient, SseEvent};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::devices::add_device;
+use crate::devices::add_staff_device;
 use crate::{BIN, WAIT};
 
 /// Roster rows with protection and broker registrations; `{..}` are filled with times
@@ -175,7 +175,7 @@ async fn stored(kiosk: &Running, id: &Value) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handheld_posts_are_received_by_the_rules_and_the_queue_survives_a_restart() {
     let dir = kiosk_dir("");
-    let desk = add_device(&dir, "desk");
+    let desk = add_staff_device(&dir, "desk");
     let mut kiosk = dir.start();
     let mut screen = SseClient::connect(&kiosk.url("/api/v1/events")).await;
 
@@ -288,7 +288,7 @@ async fn a_qr_scanner_confirms_a_brokers_customer_or_says_why_not() {
         "[[reader]]\nkind = \"serial\"\nname = \"door-qr\"\npath = \"{}\"\nprotocol = \"line\"\n",
         qr.path().display()
     ));
-    let desk = add_device(&dir, "desk");
+    let desk = add_staff_device(&dir, "desk");
     let kiosk = dir.start();
     let mut screen = SseClient::connect(&kiosk.url("/api/v1/events")).await;
     screen

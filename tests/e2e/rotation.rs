@@ -3,7 +3,7 @@
 use kiosk_tests::kiosk::{KioskDir, Running};
 use serde_json::{Value, json};
 
-use crate::devices::add_device;
+use crate::devices::add_staff_device;
 use crate::{BIN, ROSTER};
 
 /// `kiosk devices add NAME --consultant ID`: the token.
@@ -93,7 +93,7 @@ async fn rotation_check_in_out_free_reorder_and_the_queue_survives_a_restart() {
     );
     let li = add_bound_device(&dir, "pda-li", "E01");
     let chen = add_bound_device(&dir, "pda-chen", "E02");
-    let desk = add_device(&dir, "desk");
+    let desk = add_staff_device(&dir, "desk");
     let mut kiosk = dir.start();
 
     // Nobody on duty yet.

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::BIN;
-use crate::devices::add_device;
+use crate::devices::add_staff_device;
 
 const WAIT: Duration = Duration::from_secs(30);
 const SECRET: &str = "test-webhook-secret";
@@ -141,7 +141,7 @@ async fn next_hit(hits: &mut mpsc::UnboundedReceiver<Hit>) -> Hit {
 async fn webhooks_deliver_signed_at_least_once_in_order_per_consultant() {
     let (url, _, mut hits) = receiver(2).await;
     let dir = kiosk_with_hook(&url);
-    let desk = add_device(&dir, "desk");
+    let desk = add_staff_device(&dir, "desk");
     let kiosk = dir.start();
     // Their owner on duty receives both customers.
     crate::reception::check_in(&kiosk, &desk, "E01").await;
@@ -196,7 +196,7 @@ async fn webhooks_deliver_signed_at_least_once_in_order_per_consultant() {
 async fn webhooks_queue_survives_a_restart() {
     let (url, refuse, mut hits) = receiver(i64::MAX).await;
     let dir = kiosk_with_hook(&url);
-    let desk = add_device(&dir, "desk");
+    let desk = add_staff_device(&dir, "desk");
     let mut kiosk = dir.start();
     crate::reception::check_in(&kiosk, &desk, "E02").await;
 

@@ -454,8 +454,16 @@ fn device(name: &str, consultant: Option<&str>) -> DeviceAuth {
     }
 }
 
+/// The reception desk's device, bound to no consultant.
+fn desk() -> DeviceAuth {
+    DeviceAuth {
+        role: DeviceRole::Staff,
+        ..device("desk", None)
+    }
+}
+
 /// A welcome of a normal customer received by `consultant`: its one alert, raised.
-fn welcome(alerts: &Alerts, writer: &Writer, consultant: &str) -> Alert {
+fn welcome(alerts: &Arc<Alerts>, writer: &Writer, consultant: &str) -> Alert {
     let v = visit("welcome", Some(Tier::Normal), Some(consultant), None);
     let made = alerts.for_visit(&v, false, "handheld:pda", at("2026-11-20T02:00:00Z"));
     assert_eq!(made.len(), 1);
@@ -468,7 +476,7 @@ async fn alerts_are_kept_replayed_and_acknowledged_across_a_restart() {
     let k = kiosk("");
     let t0 = at("2026-11-20T02:00:00Z");
     let clock = Arc::new(ManualClock(Mutex::new(t0)));
-    let alerts = Alerts::new(Policy::default(), clock.clone(), None);
+    let alerts = Arc::new(Alerts::new(Policy::default(), clock.clone(), None));
     let mut live = alerts.live();
     let a1 = welcome(&alerts, &k.writer, "A");
     clock.set(plus(t0, 1_000));
@@ -491,22 +499,23 @@ async fn alerts_are_kept_replayed_and_acknowledged_across_a_restart() {
         let (alerts, writer) = (&alerts, &k.writer);
         async move { alerts.ack(writer, id, &d).await.expect("store") }
     };
-    assert_eq!(
-        ack(a1.id, device("pda-b", Some("B"))).await,
-        Err(AckRefusal::NotYours {
-            consultant_id: "A".into()
-        })
-    );
+    let refused = |r: Result<Timestamp, AckRefusal>| match r {
+        Err(AckRefusal::NotYours(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let why = refused(ack(a1.id, device("pda-b", Some("B"))).await);
+    assert!(why.contains("belongs to consultant B"), "{why}");
+    // A spare handheld bound to nobody acts for nobody.
+    let why = refused(ack(a1.id, device("spare", None)).await);
+    assert!(why.contains("bound to no consultant"), "{why}");
+    assert!(why.contains("--consultant A"), "says what to do: {why}");
     clock.set(plus(t0, 3_000));
     let acked = plus(t0, 3_000);
     assert_eq!(ack(a1.id, device("pda-a", Some("A"))).await, Ok(acked));
     clock.set(plus(t0, 4_000));
     assert_eq!(ack(a1.id, device("pda-a2", Some("A"))).await, Ok(acked));
-    assert_eq!(ack(a1.id, device("desk", None)).await, Ok(acked));
-    assert_eq!(
-        ack(Uuid::now_v7(), device("desk", None)).await,
-        Err(AckRefusal::Unknown)
-    );
+    assert_eq!(ack(a1.id, desk()).await, Ok(acked));
+    assert_eq!(ack(Uuid::now_v7(), desk()).await, Err(AckRefusal::Unknown));
     let by: String = k
         .check
         .query_row(
@@ -527,10 +536,7 @@ async fn alerts_are_kept_replayed_and_acknowledged_across_a_restart() {
         "the acknowledged one is not replayed"
     );
     assert_eq!(
-        alerts
-            .ack(&k.writer, a1.id, &device("desk", None))
-            .await
-            .expect("store"),
+        alerts.ack(&k.writer, a1.id, &desk()).await.expect("store"),
         Ok(acked),
         "the first acknowledgement is kept"
     );
@@ -736,6 +742,50 @@ async fn escalation_with_a_paused_clock() {
     assert_eq!(
         k.count("SELECT count(*) FROM alerts WHERE escalated_at IS NOT NULL"),
         3
+    );
+    stop.cancel();
+    frozen(task)
+        .await
+        .expect("join")
+        .expect("the task ends cleanly");
+
+    // C's welcome is the evening's last; nobody acknowledges it and the kiosk is off
+    // overnight. Next morning it is stale: nobody is sent to a visitor long gone.
+    let w5 = welcome(&alerts, &k.writer, "C");
+    assert_eq!(next(&mut live).await, w5);
+    drop(alerts);
+    tokio::time::advance(Duration::from_secs(14 * 3600)).await;
+    let alerts = Arc::new(Alerts::new(
+        Policy {
+            manager: Some("M".into()),
+            escalate_after: Duration::from_secs(60),
+        },
+        clock.clone(),
+        None,
+    ));
+    let mut live = alerts.live();
+    let stop = CancellationToken::new();
+    let task = start(&alerts, &stop);
+    // The morning's first welcome escalates to the manager a minute later; w5 never does.
+    let w6 = welcome(&alerts, &k.writer, "A");
+    assert_eq!(next(&mut live).await, w6);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    let to_m = next(&mut live).await;
+    assert_eq!(
+        (to_m.consultant_id.as_str(), to_m.visit_id),
+        ("M", w6.visit_id),
+        "the first escalation of the morning is w6's"
+    );
+    settle().await;
+    assert!(
+        matches!(live.try_recv(), Err(TryRecvError::Empty)),
+        "w5 escalated after a night"
+    );
+    assert_eq!(k.escalated_at(w5.id), None);
+    assert_eq!(
+        k.count("SELECT count(*) FROM alerts WHERE kind = 'escalation'"),
+        6,
+        "w6's only"
     );
     stop.cancel();
     frozen(task)
