@@ -449,7 +449,7 @@ fn redact_accepted(
 
 /// Erases the names and phones of walk-ins whose binding the hub rejected at least
 /// `retention` before `now`, from the quarantine and the outbox; the reason, ids and
-/// consent stay. Rejected bindings are few, so the quarantine's bindings are all read.
+/// consent stay. Rejected bindings are few; those erased already are left out here.
 fn redact_expired(
     tx: &Connection,
     now: jiff::Timestamp,
@@ -459,7 +459,9 @@ fn redact_expired(
     let rejected: Vec<(u64, String, String, Option<String>)> = tx
         .prepare_cached(
             "SELECT q.seq, q.at, q.body, o.body FROM quarantine q LEFT JOIN outbox o ON o.seq = q.seq
-             WHERE q.kind = 'card_binding'",
+             WHERE q.kind = 'card_binding'
+               AND (CASE WHEN json_valid(q.body) THEN json_extract(q.body, '$.record.new_customer.phone') END <> ''
+                 OR CASE WHEN json_valid(o.body) THEN json_extract(o.body, '$.record.new_customer.phone') END <> '')",
         )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
