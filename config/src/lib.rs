@@ -342,6 +342,10 @@ pub struct ReceptionConfig {
     pub escalate_after: Duration,
     /// The version of the privacy notice shown when a walk-in consents at card issuing.
     pub privacy_notice_version: String,
+    /// How long a walk-in's full name and phone stay on the kiosk after the hub rejected
+    /// their binding (for staff to see what to fix); then they are erased. An accepted
+    /// binding's are erased as soon as the hub's answer arrives.
+    pub rejected_walk_in_retention: Duration,
 }
 
 impl ReceptionConfig {
@@ -355,6 +359,7 @@ impl ReceptionConfig {
             manager: None,
             escalate_after: DEFAULT_ESCALATE_AFTER,
             privacy_notice_version: DEFAULT_PRIVACY_NOTICE_VERSION.to_owned(),
+            rejected_walk_in_retention: DEFAULT_REJECTED_WALK_IN_RETENTION,
         }
     }
 }
@@ -368,6 +373,9 @@ pub const DEFAULT_PROTECTION_BROKER_REPORT: Duration = Duration::from_secs(15 * 
 pub const DEFAULT_ESCALATE_AFTER: Duration = Duration::from_secs(60);
 /// The default of `reception.privacy_notice_version`.
 pub const DEFAULT_PRIVACY_NOTICE_VERSION: &str = "1";
+/// The default of `reception.rejected_walk_in_retention`: long enough for staff to sort
+/// out a refused registration, short enough that personal data does not linger.
+pub const DEFAULT_REJECTED_WALK_IN_RETENTION: Duration = Duration::from_secs(30 * DAY.as_secs());
 
 /// A kiosk or office identifier: 1–64 of `A–Z a–z 0–9 - _ .`, safe in paths, URLs and logs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -1231,6 +1239,14 @@ fn parse_reception(mut s: Section<'_>, p: &mut Problems) -> Option<ReceptionConf
         }
         Some(v) => Some(v.to_owned()),
     };
+    // 0s is allowed: erase a refused walk-in's details at once.
+    let rejected_walk_in_retention = s.duration_in(
+        "rejected_walk_in_retention",
+        Duration::ZERO,
+        Duration::from_secs(365 * DAY.as_secs()),
+        DEFAULT_REJECTED_WALK_IN_RETENTION,
+        p,
+    );
     s.finish(
         &[
             "same_card_cooldown",
@@ -1240,6 +1256,7 @@ fn parse_reception(mut s: Section<'_>, p: &mut Problems) -> Option<ReceptionConf
             "manager",
             "escalate_after",
             "privacy_notice_version",
+            "rejected_walk_in_retention",
         ],
         p,
     );
@@ -1251,6 +1268,7 @@ fn parse_reception(mut s: Section<'_>, p: &mut Problems) -> Option<ReceptionConf
         manager: manager?,
         escalate_after: escalate_after?,
         privacy_notice_version: privacy_notice_version?,
+        rejected_walk_in_retention: rejected_walk_in_retention?,
     })
 }
 
@@ -1721,7 +1739,8 @@ same_card_cooldown = "5s"
     fn reception_keys_are_read_and_default() {
         let text = "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n\
             [reception]\nprotection_visit='30d'\nprotection_phone='3d'\nprotection_broker_report='20d'\n\
-            manager='M01'\nescalate_after='90s'\nprivacy_notice_version='2026-11'\n";
+            manager='M01'\nescalate_after='90s'\nprivacy_notice_version='2026-11'\n\
+            rejected_walk_in_retention='0s'\n";
         let cfg = Config::parse(text, Path::new("/")).expect("valid");
         let r = &cfg.reception;
         assert_eq!(r.protection_visit, Duration::from_secs(30 * 86_400));
@@ -1730,6 +1749,7 @@ same_card_cooldown = "5s"
         assert_eq!(r.manager.as_ref().map(Ident::as_str), Some("M01"));
         assert_eq!(r.escalate_after, Duration::from_secs(90));
         assert_eq!(r.privacy_notice_version, "2026-11");
+        assert_eq!(r.rejected_walk_in_retention, Duration::ZERO);
         assert_eq!(r.same_card_cooldown, DEFAULT_SAME_CARD_COOLDOWN);
 
         let bare = "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[reception]\n";
@@ -1754,6 +1774,10 @@ same_card_cooldown = "5s"
             (None, DEFAULT_ESCALATE_AFTER)
         );
         assert_eq!(r.privacy_notice_version, DEFAULT_PRIVACY_NOTICE_VERSION);
+        assert_eq!(
+            r.rejected_walk_in_retention,
+            Duration::from_secs(30 * 86_400)
+        );
     }
 
     /// Each case: a file, then every problem expected as `path: message fragment`.
@@ -1761,13 +1785,14 @@ same_card_cooldown = "5s"
     fn every_problem_is_reported_with_its_key_path() {
         let cases: &[(&str, &[&str])] = &[
             (
-                "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[reception]\nprotection_visit='15'\nprotection_phone='0s'\nmanager='li na'\nescalate_after='2h'\nprivacy_notice_version=''\nprotection='7d'\n",
+                "[kiosk]\nid='k'\noffice='o'\ntime_zone='UTC'\ndata_dir='/d'\n[reception]\nprotection_visit='15'\nprotection_phone='0s'\nmanager='li na'\nescalate_after='2h'\nprivacy_notice_version=''\nprotection='7d'\nrejected_walk_in_retention='400d'\n",
                 &[
                     "reception.protection_visit: \"15\" has a number without a unit",
                     "reception.protection_phone: \"0s\" is outside 1m to",
                     "reception.manager: \"li na\" is not a valid id",
                     "reception.escalate_after: \"2h\" is outside 1s to 1h",
                     "reception.privacy_notice_version: \"\" must be 1 to 64 characters",
+                    "reception.rejected_walk_in_retention: \"400d\" is outside 0s to 365d",
                     "reception.protection: unknown key",
                 ],
             ),

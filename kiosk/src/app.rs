@@ -24,6 +24,9 @@ use crate::sync_side::SyncSide;
 
 /// How long shutdown may take before the daemon gives up waiting for its tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often rejected walk-ins' names and phones past their retention are looked for
+/// (also once at start): a retention is counted in days, an hour late is nothing.
+const ERASE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Extra readers beyond the config, for the demo.
 #[derive(Debug, Default)]
@@ -79,10 +82,23 @@ impl App {
         let (data_dir, tz) = (k.data_dir.clone(), k.time_zone.clone());
         let periods = crate::reception::ProtectionPeriods::from_config(&config.reception);
         let visit_alerts = Arc::clone(&alerts);
+        let retention = config.reception.rejected_walk_in_retention;
         let (store, db) = tokio::task::spawn_blocking(move || {
             let mut store = Store::open(&data_dir, identity)?;
             store.set_protection_periods(periods);
             store.set_alerts(visit_alerts);
+            // Before anything is served: what expired while the kiosk was off goes first.
+            let erased = crate::sync_side::erase_expired(
+                store.conn_mut(),
+                jiff::Timestamp::now(),
+                retention,
+            )?;
+            if erased > 0 {
+                tracing::info!(
+                    erased,
+                    "rejected walk-ins' names and phones erased after their retention"
+                );
+            }
             Ok::<_, StoreError>((store, ReadDb::open(&data_dir, tz)?))
         })
         .await
@@ -113,7 +129,8 @@ impl App {
                     initial_delay: cfg.initial_delay,
                     spool_dir: k.data_dir.clone(),
                 };
-                let side = SyncSide::new(writer.clone(), db.clone());
+                let side = SyncSide::new(writer.clone(), db.clone())
+                    .with_rejected_retention(config.reception.rejected_walk_in_retention);
                 Some(SyncClient::new(client_cfg, Arc::new(side))?)
             }
             None => None,
@@ -266,6 +283,18 @@ impl App {
             ),
         );
 
+        supervise(
+            &tasks,
+            "erase-personal-data",
+            &stop,
+            &failed,
+            erase_expired(
+                state.writer.clone(),
+                config.reception.rejected_walk_in_retention,
+                stop.clone(),
+            ),
+        );
+
         if let Some(hooks) = state.webhooks.clone() {
             // Retries every failure itself; ends only at shutdown.
             supervise(
@@ -317,6 +346,37 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Every [`ERASE_EVERY`], erases the names and phones of rejected walk-ins kept past
+/// `retention` (`sync_side::erase_expired`). A failure is logged and tried again at the
+/// next round; ends at shutdown.
+async fn erase_expired(
+    writer: Writer,
+    retention: Duration,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(ERASE_EVERY) => {}
+        }
+        let now = jiff::Timestamp::now();
+        let erased = writer
+            .call(move |store| crate::sync_side::erase_expired(store.conn_mut(), now, retention))
+            .await;
+        match erased {
+            Ok(0) => {}
+            Ok(erased) => tracing::info!(
+                erased,
+                "rejected walk-ins' names and phones erased after their retention"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "erasing rejected walk-ins' names and phones failed; tried again in an hour"
+            ),
+        }
     }
 }
 

@@ -878,6 +878,114 @@ pub(crate) fn revert_rejected(conn: &Connection, body: &str) -> rusqlite::Result
     Ok(())
 }
 
+/// A binding's outbox body with the walk-in's full name and phone erased, or `None` when
+/// there is nothing to erase (not a binding, no walk-in, erased already). Ids, card,
+/// surname, title, source and the consent's time and notice version stay: the record
+/// still says who consented to what, and `card_changes` (with its `body_hash`, which
+/// answers a retried request) is untouched.
+pub(crate) fn redacted_body(body: &str) -> Option<String> {
+    let Ok(mut record) = serde_json::from_str::<wire::Record>(body) else {
+        return None;
+    };
+    let wire::Record::CardBinding(b) = &mut record else {
+        return None;
+    };
+    let new = b.new_customer.as_mut().filter(|n| !n.is_redacted())?;
+    new.redact();
+    serde_json::to_string(&record).ok()
+}
+
+/// Applies again, on top of a roster snapshot just stored in the caller's transaction,
+/// the card changes made here that the hub has not answered yet (outbox row unsent, not
+/// quarantined): the snapshot cannot hold them, and without this a card bound at the
+/// desk would be "unknown" until the hub's answer and the next pull. In seq order; a
+/// binding's walk-in is made again from its record, and its `replaced` becomes the
+/// snapshot's row, which is what a rejection must now restore. A change whose customer
+/// the snapshot lacks (deleted at the hub) is left out: the hub will refuse it anyway.
+/// Returns how many changes were applied.
+pub(crate) fn reapply_pending(conn: &Connection) -> rusqlite::Result<u64> {
+    let pending: Vec<(u64, String)> = conn
+        .prepare_cached(
+            "SELECT cc.seq, o.body FROM card_changes cc JOIN outbox o ON o.seq = cc.seq
+             WHERE o.sent_at IS NULL AND NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.seq = cc.seq)
+             ORDER BY cc.seq",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut applied = 0;
+    for (seq, body) in pending {
+        let record = match serde_json::from_str::<wire::Record>(&body) {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "a pending card change's record cannot be read; not applied again after the snapshot");
+                continue;
+            }
+        };
+        // One savepoint each, so a change the new roster cannot take is left out alone.
+        conn.execute_batch("SAVEPOINT reapply")?;
+        let result = match &record {
+            wire::Record::CardBinding(b) => reapply_binding(conn, b),
+            wire::Record::CardRevocation(r) => conn
+                .prepare_cached("UPDATE cards SET status = 'revoked', note = ?2 WHERE token = ?1")?
+                .execute(params![r.card, r.reason])
+                .map(|n| n > 0),
+            wire::Record::Visit(_) => Ok(false),
+        };
+        match result {
+            Ok(done) => {
+                conn.execute_batch("RELEASE reapply")?;
+                applied += u64::from(done);
+            }
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                conn.execute_batch("ROLLBACK TO reapply; RELEASE reapply")?;
+                tracing::warn!(seq, error = %e, "a pending card change does not fit the new roster; left to the hub's answer");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(applied)
+}
+
+fn reapply_binding(conn: &Connection, b: &wire::CardBindingRecord) -> rusqlite::Result<bool> {
+    if let Some(n) = &b.new_customer {
+        // The hub's row wins if the snapshot has one; a consultant the snapshot lacks is
+        // left out, as the roster pull does.
+        conn.prepare_cached(
+            "INSERT INTO customers (id, surname, title, tier, consultant_id, source, last_follow_up)
+             VALUES (?1, ?2, ?3, 'normal', (SELECT id FROM consultants WHERE id = ?4), ?5, ?6)
+             ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![
+            b.customer_id,
+            n.surname,
+            n.title,
+            n.consultant_id,
+            n.source,
+            b.bound_at.to_string()
+        ])?;
+    }
+    let known: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM customers WHERE id = ?1)")?
+        .query_row([&b.customer_id], |r| r.get(0))?;
+    if !known {
+        return Ok(false);
+    }
+    let replaced = card_row(conn, &b.card)?
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    conn.prepare_cached("UPDATE card_changes SET replaced = ?2 WHERE id = ?1")?
+        .execute(params![b.id.to_string(), replaced])?;
+    conn.prepare_cached(
+        "INSERT INTO cards (token, customer_id, status, note, low24_only) VALUES (?1, ?2, 'active', NULL, 0)
+         ON CONFLICT (token) DO UPDATE SET customer_id = excluded.customer_id,
+             status = 'active', note = NULL, low24_only = 0",
+    )?
+    .execute(params![b.card, b.customer_id])?;
+    Ok(true)
+}
+
 impl Store {
     /// [`bind_in`] inside the writer's shared transaction ([`crate::store::Writer::call_grouped`]).
     pub fn bind_card_in_group(
@@ -1985,6 +2093,241 @@ nfc:04DEADBEEF0001,C1,张,mr,gold,revoked,E01,李娜,lost
             })
             .await;
         assert_eq!(kept, [customer]);
+    }
+
+    /// The walk-in's full name and phone as `walk_in_json` gives them.
+    const PERSONAL: [&str; 2] = ["赵六", "13800138000"];
+
+    /// Where any of `needles` is in the database: every column of every row of every
+    /// table (blobs too, where they are text), as `table: value`.
+    fn traces(conn: &Connection, needles: &[&str]) -> Vec<String> {
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .expect("prepare")
+            .query_map([], |r| r.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("tables");
+        let mut found = Vec::new();
+        for table in tables {
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM \"{table}\""))
+                .expect("select");
+            let columns = stmt.column_count();
+            let mut rows = stmt.query([]).expect("rows");
+            while let Some(row) = rows.next().expect("row") {
+                for i in 0..columns {
+                    let text = match row.get_ref(i).expect("value") {
+                        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                            String::from_utf8_lossy(t).into_owned()
+                        }
+                        _ => continue,
+                    };
+                    if needles.iter().any(|n| text.contains(n)) {
+                        found.push(format!("{table}: {text}"));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// The files of `dir` (the database, its WAL) whose bytes hold any of `needles`:
+    /// what someone with the SD card could read, freed pages included.
+    fn file_traces(dir: &Path, needles: &[&str]) -> Vec<String> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("read dir") {
+            let path = entry.expect("entry").path();
+            let bytes = std::fs::read(&path).expect("read file");
+            for needle in needles {
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    found.push(format!("{} holds {needle}", path.display()));
+                }
+            }
+        }
+        found
+    }
+
+    /// The binding's record as the outbox holds it.
+    async fn binding_record(k: &Kiosk, seq: u64) -> wire::CardBindingRecord {
+        let outbox = k.outbox().await;
+        let (_, _, body) = outbox.iter().find(|(s, _, _)| *s == seq).expect("the row");
+        match serde_json::from_str(body).expect("wire") {
+            wire::Record::CardBinding(b) => b,
+            other => panic!("a binding, not {other:?}"),
+        }
+    }
+
+    /// Once the hub holds the binding, the walk-in's name and phone are erased from its
+    /// record, to the bytes of the database files; ids, surname, title and the consent
+    /// stay, and a retry of the same request is still recognised (200, nothing
+    /// written), another body under its id still refused.
+    #[tokio::test]
+    async fn an_accepted_walk_in_leaves_no_name_or_phone_on_the_kiosk() {
+        let dir = tempfile::tempdir().expect("dir");
+        let k = open(dir.path());
+        let side = SyncSide::new(k.writer.clone(), k.db.clone());
+        let made = k.bind(&walk_in_json(""), "desk").await.expect("bound");
+        let before = binding_record(&k, made.change.seq).await;
+        assert_eq!(
+            before.new_customer.as_ref().map(|n| n.phone.as_str()),
+            Some("13800138000")
+        );
+        // As on a busy kiosk, the binding's page reaches the database file before the
+        // hub answers: erasing must then overwrite the bytes there, not only free them.
+        crate::store::open(dir.path())
+            .expect("open")
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .expect("checkpoint");
+        let batch = side
+            .next_batch(500, 1 << 20)
+            .await
+            .expect("batch")
+            .expect("rows");
+        side.settle(
+            &batch,
+            &answer(&[(ItemStatus::Inserted, None)], 1),
+            jiff::Timestamp::now(),
+        )
+        .await
+        .expect("settled");
+
+        let after = binding_record(&k, made.change.seq).await;
+        let new = after.new_customer.clone().expect("still a walk-in");
+        assert_eq!((new.name.as_str(), new.phone.as_str()), ("", ""));
+        assert_eq!(
+            (
+                new.surname.as_str(),
+                new.title.as_str(),
+                new.source.as_str()
+            ),
+            ("赵", "ms", "walk_in")
+        );
+        assert_eq!(Some(new.consent), before.new_customer.map(|n| n.consent));
+        assert_eq!(
+            (after.id, after.card.as_str()),
+            (before.id, before.card.as_str())
+        );
+        assert_eq!(after.customer_id, before.customer_id);
+
+        let conn = crate::store::open(dir.path()).expect("open");
+        assert_eq!(traces(&conn, &PERSONAL), [] as [String; 0]);
+        drop(conn);
+        assert_eq!(file_traces(dir.path(), &PERSONAL), [] as [String; 0]);
+
+        let again = k.bind(&walk_in_json(""), "desk").await.expect("a retry");
+        assert!(again.replay);
+        assert_eq!(again.change.sync, SyncState::Accepted);
+        assert_eq!(again.change.customer_id, made.change.customer_id);
+        let other = walk_in_json("").replace("138 0013 8000", "139 0013 9000");
+        assert_eq!(
+            k.bind(&other, "desk").await.unwrap_err(),
+            CardRefusal::IdUsed(made.change.id)
+        );
+        assert_eq!(k.outbox().await.len(), 1);
+        let changes = k.db.card_changes(50).await.expect("changes");
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].sync, SyncState::Accepted);
+        assert_eq!(
+            k.tap("nfc:04C0FFEE000001")
+                .await
+                .visit
+                .customer
+                .map(|c| c.id),
+            made.change.customer_id
+        );
+    }
+
+    /// A rejected walk-in's name and phone stay (quarantine and outbox) for staff to see
+    /// what to fix, until the retention has passed since the hub's answer; then they
+    /// are erased and the rejection, its reason and the consent stay.
+    #[tokio::test]
+    async fn a_rejected_walk_in_keeps_name_and_phone_until_the_retention() {
+        let dir = tempfile::tempdir().expect("dir");
+        let k = open(dir.path());
+        let retention = std::time::Duration::from_secs(30 * 86_400);
+        let side = SyncSide::new(k.writer.clone(), k.db.clone()).with_rejected_retention(retention);
+        let made = k.bind(&walk_in_json(""), "desk").await.expect("bound");
+        let batch = side
+            .next_batch(500, 1 << 20)
+            .await
+            .expect("batch")
+            .expect("rows");
+        let answered: jiff::Timestamp = "2026-11-23T02:00:00Z".parse().expect("time");
+        let reply = answer(&[(ItemStatus::Rejected, Some("phone_taken: C7"))], 1);
+        side.settle(&batch, &reply, answered)
+            .await
+            .expect("settled");
+        let look = || crate::store::open(dir.path()).expect("open");
+        let kept = traces(&look(), &["13800138000"]);
+        assert_eq!(kept.len(), 2, "the quarantine and the outbox: {kept:?}");
+
+        let erase = |days: i64| {
+            let now = answered + jiff::SignedDuration::from_hours(24 * days);
+            k.writer
+                .call(move |s| crate::sync_side::erase_expired(s.conn_mut(), now, retention))
+        };
+        assert_eq!(erase(29).await.expect("sweep"), 0);
+        assert_eq!(traces(&look(), &PERSONAL), kept);
+        assert_eq!(erase(30).await.expect("sweep"), 1);
+        assert_eq!(traces(&look(), &PERSONAL), [] as [String; 0]);
+        assert_eq!(file_traces(dir.path(), &PERSONAL), [] as [String; 0]);
+        assert_eq!(erase(31).await.expect("sweep"), 0);
+
+        let quarantined: String = look()
+            .query_row("SELECT body FROM quarantine", [], |r| r.get(0))
+            .expect("still quarantined");
+        let wire::Record::CardBinding(b) = serde_json::from_str(&quarantined).expect("wire") else {
+            panic!("a binding");
+        };
+        let new = b.new_customer.expect("the walk-in");
+        assert_eq!(
+            (new.name.as_str(), new.phone.as_str(), new.surname.as_str()),
+            ("", "", "赵")
+        );
+        assert_eq!(new.consent.notice_version, NOTICE);
+        let changes = k.db.card_changes(50).await.expect("changes");
+        assert_eq!(
+            changes[0].sync,
+            SyncState::Rejected("phone_taken: C7".into())
+        );
+        // A retry of the erased request is still the same request.
+        assert!(
+            k.bind(&walk_in_json(""), "desk")
+                .await
+                .expect("retry")
+                .replay
+        );
+        assert_eq!(changes[0].id, made.change.id);
+    }
+
+    /// A retention of 0s erases a rejected walk-in in the transaction that quarantines it.
+    #[tokio::test]
+    async fn a_zero_retention_erases_a_rejected_walk_in_at_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let k = open(dir.path());
+        let side = SyncSide::new(k.writer.clone(), k.db.clone())
+            .with_rejected_retention(std::time::Duration::ZERO);
+        k.bind(&walk_in_json(""), "desk").await.expect("bound");
+        let batch = side
+            .next_batch(500, 1 << 20)
+            .await
+            .expect("batch")
+            .expect("rows");
+        let reply = answer(&[(ItemStatus::Rejected, Some("phone_taken: C7"))], 1);
+        side.settle(&batch, &reply, jiff::Timestamp::now())
+            .await
+            .expect("settled");
+        let conn = crate::store::open(dir.path()).expect("open");
+        assert_eq!(traces(&conn, &PERSONAL), [] as [String; 0]);
+        let count: u64 = conn
+            .query_row("SELECT count(*) FROM quarantine", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(count, 1);
+        // Undone as any rejected binding is.
+        assert_eq!(k.card("nfc:04C0FFEE000001").await, None);
     }
 
     #[tokio::test]

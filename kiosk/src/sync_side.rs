@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use kiosk_sync::client::{FrozenBatch, KioskSide, SideError};
 use kiosk_sync::wire::{self, BatchReply, Entity, ItemStatus, RosterEntry, RosterOp, RosterPage};
@@ -40,11 +41,24 @@ pub struct SyncSide {
     writer: Writer,
     /// For reads; may be the HTTP API's read connection.
     db: ReadDb,
+    /// `reception.rejected_walk_in_retention`: how long a rejected walk-in's name and
+    /// phone stay in the quarantine (and its outbox row).
+    rejected_retention: Duration,
 }
 
 impl SyncSide {
     pub fn new(writer: Writer, db: ReadDb) -> SyncSide {
-        SyncSide { writer, db }
+        SyncSide {
+            writer,
+            db,
+            rejected_retention: kiosk_config::DEFAULT_REJECTED_WALK_IN_RETENTION,
+        }
+    }
+
+    /// Sets `reception.rejected_walk_in_retention`.
+    pub fn with_rejected_retention(mut self, retention: Duration) -> SyncSide {
+        self.rejected_retention = retention;
+        self
     }
 }
 
@@ -114,8 +128,13 @@ impl KioskSide for SyncSide {
         at: jiff::Timestamp,
     ) -> Result<(), SideError> {
         let (batch, reply) = (batch.clone(), reply.clone());
+        let retention = self.rejected_retention;
         on_writer(&self.writer, "applying the hub's answer", move |conn| {
-            settle(conn, &batch, &reply, at)
+            let erased = securely(conn, |conn| settle(conn, &batch, &reply, at, retention))?;
+            if erased > 0 {
+                truncate_wal(conn);
+            }
+            Ok(())
         })
         .await
     }
@@ -123,8 +142,11 @@ impl KioskSide for SyncSide {
     async fn discard_batch(&self, batch: &FrozenBatch) -> Result<(), SideError> {
         let id = batch.id;
         on_writer(&self.writer, "discarding the frozen batch", move |conn| {
-            conn.execute("DELETE FROM push_batch WHERE id = ?1", [id])?;
-            Ok(())
+            // The batch may hold a walk-in's name and phone.
+            securely(conn, |conn| {
+                conn.execute("DELETE FROM push_batch WHERE id = ?1", [id])?;
+                Ok(())
+            })
         })
         .await
     }
@@ -285,12 +307,14 @@ fn freeze(conn: &mut Connection, draft: Draft) -> Result<FrozenBatch, JobError> 
     })
 }
 
+/// Applies the hub's answer; returns how many walk-ins' names and phones it erased.
 fn settle(
     conn: &mut Connection,
     batch: &FrozenBatch,
     reply: &BatchReply,
     at: jiff::Timestamp,
-) -> Result<(), JobError> {
+    rejected_retention: Duration,
+) -> Result<u64, JobError> {
     if reply.items.len() != batch.records as usize {
         return Err(JobError::Refused(format!(
             "the hub answered {} items for the {} records of batch {}..={}; the batch is sent again",
@@ -320,6 +344,9 @@ fn settle(
     if reply.items.iter().any(|i| i.status == ItemStatus::Rejected) {
         quarantine(&tx, batch, reply, &at_text)?;
     }
+    let mut erased = redact_accepted(&tx, batch, reply)?;
+    // Also here, so that a retention of 0s erases a rejection at once.
+    erased += redact_expired(&tx, at, rejected_retention)?;
     // Not past this batch: the hub may hold later rows from an answer that was lost
     // (then the batch discarded and made smaller), but if it rejected one of them, only
     // sending it again brings back the reason to quarantine it with. It comes back as
@@ -345,7 +372,146 @@ fn settle(
     tx.execute("DELETE FROM push_batch WHERE id = ?1", [batch.id])?;
     set_meta(&tx, LAST_PUSH_AT, &at_text)?;
     tx.commit()?;
-    Ok(())
+    Ok(erased)
+}
+
+// ---- personal data ----
+
+/// Runs `f` with `secure_delete` on, so that what it deletes or overwrites (a walk-in's
+/// name and phone in an outbox row, a quarantine row or a frozen batch) is zeroed in
+/// the pages written, not left in their free space. Off elsewhere: replacing a
+/// million-card roster would otherwise write every freed page twice, and the roster
+/// holds nothing personal.
+fn securely<R>(
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> Result<R, JobError>,
+) -> Result<R, JobError> {
+    let before: i64 = conn.pragma_query_value(None, "secure_delete", |r| r.get(0))?;
+    conn.pragma_update(None, "secure_delete", 1)?;
+    let result = f(conn);
+    conn.pragma_update(None, "secure_delete", before)?;
+    result
+}
+
+/// Empties the WAL file after personal data was erased: the frames written before
+/// (the binding's own commit) would otherwise stay in it until overwritten. Waits for
+/// readers a moment only, since it runs on the writer thread ahead of taps; when it
+/// cannot finish, the frames go the usual way (overwritten as the WAL is reused).
+fn truncate_wal(conn: &Connection) {
+    let result = (|| -> rusqlite::Result<i64> {
+        let timeout: i64 = conn.pragma_query_value(None, "busy_timeout", |r| r.get(0))?;
+        conn.pragma_update(None, "busy_timeout", 100)?;
+        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0));
+        conn.pragma_update(None, "busy_timeout", timeout)?;
+        busy
+    })();
+    match result {
+        Ok(0) => {}
+        Ok(_) => tracing::debug!(
+            "the WAL could not be emptied now (a reader is busy); it is reused as usual"
+        ),
+        Err(e) => tracing::warn!(error = %e, "emptying the WAL after erasing personal data failed"),
+    }
+}
+
+/// Erases the walk-ins' names and phones from the batch's card bindings that the hub
+/// holds now (inserted, or a duplicate): the hub has them, the kiosk needs them no more.
+/// Items are positional, as in [`quarantine`].
+fn redact_accepted(
+    tx: &Connection,
+    batch: &FrozenBatch,
+    reply: &BatchReply,
+) -> rusqlite::Result<u64> {
+    let bindings: Vec<(u64, String)> = tx
+        .prepare_cached(
+            "SELECT seq, body FROM outbox WHERE seq BETWEEN ?1 AND ?2 AND kind = 'card_binding'",
+        )?
+        .query_map(params![batch.first_seq, batch.last_seq], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut erased = 0;
+    for (seq, body) in bindings {
+        let item = usize::try_from(seq - batch.first_seq)
+            .ok()
+            .and_then(|i| reply.items.get(i));
+        if item.is_none_or(|i| i.status == ItemStatus::Rejected) {
+            continue;
+        }
+        if let Some(redacted) = crate::cards::redacted_body(&body) {
+            tx.prepare_cached("UPDATE outbox SET body = ?2 WHERE seq = ?1")?
+                .execute(params![seq, redacted])?;
+            erased += 1;
+        }
+    }
+    Ok(erased)
+}
+
+/// Erases the names and phones of walk-ins whose binding the hub rejected at least
+/// `retention` before `now`, from the quarantine and the outbox; the reason, ids and
+/// consent stay. Rejected bindings are few; those erased already are left out here.
+fn redact_expired(
+    tx: &Connection,
+    now: jiff::Timestamp,
+    retention: Duration,
+) -> rusqlite::Result<u64> {
+    let retention = jiff::SignedDuration::try_from(retention).unwrap_or(jiff::SignedDuration::MAX);
+    let rejected: Vec<(u64, String, String, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT q.seq, q.at, q.body, o.body FROM quarantine q LEFT JOIN outbox o ON o.seq = q.seq
+             WHERE q.kind = 'card_binding'
+               AND (CASE WHEN json_valid(q.body) THEN json_extract(q.body, '$.record.new_customer.phone') END <> ''
+                 OR CASE WHEN json_valid(o.body) THEN json_extract(o.body, '$.record.new_customer.phone') END <> '')",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut erased = 0;
+    for (seq, at, quarantined, outbox) in rejected {
+        // A time that does not parse can only be damage: erasing is the safe side.
+        let expired = at
+            .parse::<jiff::Timestamp>()
+            .map_or(true, |at| now.duration_since(at) >= retention);
+        if !expired {
+            continue;
+        }
+        let mut any = false;
+        if let Some(body) = crate::cards::redacted_body(&quarantined) {
+            tx.prepare_cached("UPDATE quarantine SET body = ?2 WHERE seq = ?1")?
+                .execute(params![seq, body])?;
+            any = true;
+        }
+        if let Some(body) = outbox.as_deref().and_then(crate::cards::redacted_body) {
+            tx.prepare_cached("UPDATE outbox SET body = ?2 WHERE seq = ?1")?
+                .execute(params![seq, body])?;
+            any = true;
+        }
+        erased += u64::from(any);
+    }
+    Ok(erased)
+}
+
+/// Erases what [`redact_expired`] erases, in its own transaction, then empties the WAL
+/// if anything was erased; for the start and the periodic sweep (`app`). Returns how
+/// many walk-ins were erased.
+pub fn erase_expired(
+    conn: &mut Connection,
+    now: jiff::Timestamp,
+    retention: Duration,
+) -> Result<u64, StoreError> {
+    let erased = securely(conn, |conn| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let erased = redact_expired(&tx, now, retention)?;
+        tx.commit()?;
+        Ok(erased)
+    })
+    .map_err(|e| match e {
+        JobError::Db(e) => StoreError::Sqlite(e),
+        JobError::Refused(m) => StoreError::Group(m),
+    })?;
+    if erased > 0 {
+        truncate_wal(conn);
+    }
+    Ok(erased)
 }
 
 /// Copies the rejected lines' outbox rows into quarantine, undoing rejected card
@@ -695,6 +861,9 @@ fn replace_roster(
             "roster snapshot entries were refused by this kiosk's checks; the first {SNAPSHOT_WARNINGS} are logged above"
         );
     }
+    // The snapshot is the hub's roster without the cards bound here that it has not
+    // answered yet; they must go on greeting their customers.
+    let reapplied = crate::cards::reapply_pending(&tx)?;
     set_meta(&tx, ROSTER_SKIPPED, &skipped.to_string())?;
     set_meta(&tx, ROSTER_CURSOR, &head.cursor.to_string())?;
     set_meta(&tx, LAST_PULL_AT, &at.to_string())?;
@@ -702,6 +871,7 @@ fn replace_roster(
     tracing::info!(
         entries = head.entries,
         skipped,
+        reapplied,
         cursor = head.cursor,
         "roster replaced from a snapshot"
     );
@@ -1439,6 +1609,196 @@ mod tests {
                 status.roster_skipped
             ),
             (Some(42), Some(when), 2)
+        );
+    }
+
+    impl Kiosk {
+        /// A binding or revocation from the desk (`cards`), as the API makes it.
+        async fn card_change(&self, body: String) -> crate::cards::Changed {
+            let req = match crate::cards::parse_bind(body.as_bytes(), "desk", "1") {
+                Ok(req) => req,
+                Err(_) => {
+                    let req =
+                        crate::cards::parse_revoke(body.as_bytes(), "desk").expect("a card change");
+                    return self
+                        .writer
+                        .call_grouped(move |s| s.revoke_card_in_group(&req))
+                        .await
+                        .expect("store")
+                        .expect("revoked");
+                }
+            };
+            self.writer
+                .call_grouped(move |s| s.bind_card_in_group(&req))
+                .await
+                .expect("store")
+                .expect("bound")
+        }
+
+        /// Whom a tap of `token` greets, if anyone.
+        async fn greets(&self, token: &str) -> Option<String> {
+            let input = TapInput {
+                source: "test".into(),
+                token: CardToken::parse(token).expect("token"),
+                device_time: jiff::Timestamp::now(),
+            };
+            let rec = self
+                .writer
+                .call(move |s| s.record_tap(&input))
+                .await
+                .expect("tap");
+            (rec.visit.outcome == "welcome")
+                .then(|| rec.visit.customer.map(|c| c.id))
+                .flatten()
+        }
+    }
+
+    /// The hub's snapshot cannot hold the card changes it has not answered yet: they are
+    /// applied again on top of it (a walk-in made again from its record), so the cards
+    /// bound here keep greeting and a revoked one stays refused; a change the hub has
+    /// answered is the snapshot's business. Once the hub's answers and roster come, each
+    /// card and customer is there once, and a rejection undoes the binding against the
+    /// snapshot's roster.
+    #[tokio::test]
+    async fn a_snapshot_keeps_the_card_changes_the_hub_has_not_answered() {
+        let dir = tempfile::tempdir().expect("dir");
+        let k = seeded(dir.path()).await;
+        let bind = |card: &str, customer: &str| {
+            format!(
+                r#"{{"id":"{}","card":"{card}","customer_id":"{customer}"}}"#,
+                Uuid::now_v7()
+            )
+        };
+        // Accepted before the snapshot, which (made earlier at the hub) lacks it anyway.
+        k.card_change(bind("nfc:04000004", "C1")).await;
+        let batch = k.batch(500).await;
+        k.side
+            .settle(&batch, &reply(&[Inserted], 1), at("2026-11-23T01:00:00Z"))
+            .await
+            .expect("settle");
+        // Not answered yet: a member's new card, a walk-in's card, a lost card.
+        k.card_change(bind("nfc:04000002", "C1")).await;
+        let walk_in = k
+            .card_change(format!(
+                r#"{{"id":"{}","card":"nfc:04000003","new_customer":{{"name":"赵六","surname":"赵","title":"ms","phone":"13800138000","source":"walk_in","consent":true}}}}"#,
+                Uuid::now_v7()
+            ))
+            .await;
+        let w = walk_in
+            .change
+            .customer_id
+            .clone()
+            .expect("the walk-in's id");
+        k.card_change(format!(
+            r#"{{"id":"{}","card":"nfc:04000001","reason":"lost"}}"#,
+            Uuid::now_v7()
+        ))
+        .await;
+        let outbox_before = seqs(&look(dir.path()), "SELECT seq FROM outbox ORDER BY seq");
+
+        let file = dir.path().join("snapshot.ndjson.gz");
+        let hub_roster = [
+            consultant("E1"),
+            customer("C1", "gold", Some("E1")),
+            card("nfc:04000001", "C1", "active"),
+        ];
+        snapshot(&file, 42, &hub_roster, 3);
+        k.side
+            .replace_roster(&file, at("2026-11-23T02:00:00Z"))
+            .await
+            .expect("replace");
+        assert_eq!(
+            roster(&look(dir.path())),
+            [
+                "consultant E1 name of E1".to_owned(),
+                "customer C1 gold E1".to_owned(),
+                format!("customer {w} normal -"),
+                "card nfc:04000001 C1 revoked lost".to_owned(),
+                "card nfc:04000002 C1 active -".to_owned(),
+                format!("card nfc:04000003 {w} active -"),
+            ]
+        );
+        // Nothing new to send: the changes were applied again, not made again.
+        let outbox_after = seqs(&look(dir.path()), "SELECT seq FROM outbox ORDER BY seq");
+        assert_eq!(outbox_after, outbox_before);
+        let surname: (String, String) = look(dir.path())
+            .query_row(
+                "SELECT surname, title FROM customers WHERE id = ?1",
+                [&w],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("the walk-in");
+        assert_eq!(surname, ("赵".to_owned(), "ms".to_owned()));
+        assert_eq!(k.greets("nfc:04000002").await.as_deref(), Some("C1"));
+        assert_eq!(k.greets("nfc:04000003").await.as_deref(), Some(w.as_str()));
+        assert_eq!(k.greets("nfc:04000001").await, None);
+        assert_eq!(k.greets("nfc:04000004").await, None);
+
+        // The hub refuses the member's card (taken there), takes the rest, and its
+        // roster brings the walk-in and their card, and the revocation.
+        let batch = k.batch(500).await;
+        // The three changes, then the four taps above.
+        assert_eq!((batch.first_seq, batch.last_seq), (2, 8));
+        let mut answer = reply(
+            &[
+                Rejected, Inserted, Inserted, Inserted, Inserted, Inserted, Inserted,
+            ],
+            8,
+        );
+        answer.items[0].reason = Some("card_taken: C9".into());
+        k.side
+            .settle(&batch, &answer, at("2026-11-23T03:00:00Z"))
+            .await
+            .expect("settle");
+        let mut walk_in_row = customer(&w, "normal", None);
+        if let RosterEntry::Customer(c) = &mut walk_in_row {
+            c.surname = "赵".into();
+            c.title = "ms".into();
+        }
+        let mut revoked = card("nfc:04000001", "C1", "revoked");
+        if let RosterEntry::Card(c) = &mut revoked {
+            c.note = Some("lost".into());
+        }
+        k.side
+            .apply_roster_page(
+                page(
+                    45,
+                    vec![
+                        up(walk_in_row),
+                        up(card("nfc:04000003", &w, "active")),
+                        up(revoked),
+                    ],
+                ),
+                at("2026-11-23T03:00:01Z"),
+            )
+            .await
+            .expect("page");
+        assert_eq!(
+            roster(&look(dir.path())),
+            [
+                "consultant E1 name of E1".to_owned(),
+                "customer C1 gold E1".to_owned(),
+                format!("customer {w} normal -"),
+                "card nfc:04000001 C1 revoked lost".to_owned(),
+                format!("card nfc:04000003 {w} active -"),
+            ]
+        );
+        assert_eq!(k.greets("nfc:04000003").await.as_deref(), Some(w.as_str()));
+        assert_eq!(k.greets("nfc:04000002").await, None);
+
+        // A later snapshot applies nothing again: everything is answered.
+        snapshot(&file, 50, &hub_roster, 3);
+        k.side
+            .replace_roster(&file, at("2026-11-23T04:00:00Z"))
+            .await
+            .expect("replace");
+        assert_eq!(
+            roster(&look(dir.path())),
+            [
+                "consultant E1 name of E1",
+                "customer C1 gold E1",
+                "card nfc:04000001 C1 active -",
+            ]
         );
     }
 

@@ -144,13 +144,17 @@ pub struct CardBindingRecord {
 
 /// A walk-in registered at the kiosk while binding their card. The only record that
 /// carries a phone number and a full name: they go to the hub and are not kept in the
-/// kiosk's roster tables.
+/// kiosk's roster tables. Once the hub has accepted the record (or some time after it
+/// rejected it) the kiosk erases both from its copy, leaving them empty
+/// ([`NewCustomer::redact`]); the rest (surname, title, consent) stays.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NewCustomer {
+    /// Empty once redacted.
     pub name: String,
     pub surname: String,
     /// `mr` or `ms`.
     pub title: String,
+    /// Empty once redacted.
     pub phone: String,
     /// `outreach`, `phone`, `walk_in` or `broker`.
     pub source: String,
@@ -158,6 +162,19 @@ pub struct NewCustomer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consultant_id: Option<String>,
     pub consent: Consent,
+}
+
+impl NewCustomer {
+    /// Erases the full name and the phone. A kiosk never sends an empty phone
+    /// otherwise, so an empty one means exactly this.
+    pub fn redact(&mut self) {
+        self.name.clear();
+        self.phone.clear();
+    }
+
+    pub fn is_redacted(&self) -> bool {
+        self.name.is_empty() && self.phone.is_empty()
+    }
 }
 
 /// Consent to data processing (PIPL), as given at the desk.

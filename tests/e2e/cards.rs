@@ -8,6 +8,7 @@ use std::time::Duration;
 use kiosk_tests::hub::{HubDir, sync_section};
 use kiosk_tests::kiosk::{KioskDir, Running};
 use kiosk_tests::postgres::{PgDatabase, fresh_database};
+use kiosk_tests::proxy::{FaultProxy, Mode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -463,11 +464,18 @@ nfc:04112233445566,C0002,王,ms,silver,active,E02,陈晨,,王五,
 struct Synced {
     desk: Desk,
     hub: kiosk_tests::hub::RunningHub,
-    _hub_dir: HubDir,
+    hub_dir: HubDir,
+    /// Between kiosk and hub, when asked for.
+    proxy: Option<FaultProxy>,
     _db: Option<PgDatabase>,
 }
 
 async fn synced(backend: Backend) -> Synced {
+    synced_with(backend, false).await
+}
+
+/// [`synced`], through a fault proxy when `proxied`.
+async fn synced_with(backend: Backend, proxied: bool) -> Synced {
     let (hub_dir, db) = match backend {
         Backend::Sqlite => (HubDir::sqlite(BIN), None),
         Backend::Postgres => {
@@ -482,7 +490,11 @@ async fn synced(backend: Backend) -> Synced {
         String::from_utf8_lossy(&out.stderr)
     );
     let hub = hub_dir.start();
-    let dir = KioskDir::new(BIN, &reception(&sync_section(&hub.base, "hub.token", "")));
+    let proxy = proxied.then(|| FaultProxy::start(hub.addr()));
+    let url = proxy
+        .as_ref()
+        .map_or_else(|| hub.base.clone(), FaultProxy::url);
+    let dir = KioskDir::new(BIN, &reception(&sync_section(&url, "hub.token", "")));
     hub_dir.add_kiosk("test-kiosk", "test-office", &dir.path().join("hub.token"));
     let desk = desk_in(dir, false);
     wait_until("the roster to arrive from the hub", WAIT, || async {
@@ -493,7 +505,8 @@ async fn synced(backend: Backend) -> Synced {
     Synced {
         desk,
         hub,
-        _hub_dir: hub_dir,
+        hub_dir,
+        proxy,
         _db: db,
     }
 }
@@ -588,4 +601,282 @@ async fn sqlite_hub_accepts_a_clean_binding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_hub_accepts_a_clean_binding() {
     a_clean_binding_is_accepted_and_the_hub_has_the_card(Backend::Postgres).await;
+}
+
+// ---- personal data on the kiosk
+
+/// Every value of every table of the kiosk database in `data` (blobs too, where they
+/// are text) that holds one of `needles`, as `table: value`.
+fn db_traces(data: &std::path::Path, needles: &[&str]) -> Vec<String> {
+    let conn =
+        rusqlite::Connection::open(data.join("kiosk.sqlite")).expect("open the kiosk's database");
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("tables");
+    let mut found = Vec::new();
+    for table in tables {
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM \"{table}\""))
+            .expect("select");
+        let columns = stmt.column_count();
+        let mut rows = stmt.query([]).expect("rows");
+        while let Some(row) = rows.next().expect("row") {
+            for i in 0..columns {
+                let text = match row.get_ref(i).expect("value") {
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        String::from_utf8_lossy(t).into_owned()
+                    }
+                    _ => continue,
+                };
+                if needles.iter().any(|n| text.contains(n)) {
+                    found.push(format!("{table}: {text}"));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The files in `dir` (not below) whose bytes hold one of `needles`: the database and
+/// its WAL as someone holding the SD card reads them, freed pages included, or a log.
+fn file_traces(dir: &std::path::Path, needles: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir") {
+        let path = entry.expect("entry").path();
+        if !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).expect("read");
+        for needle in needles {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                found.push(format!("{} holds {needle}", path.display()));
+            }
+        }
+    }
+    found
+}
+
+/// The walk-in `walk_in` registers: their full name and the phone as normalized.
+const NAME: &str = "赵六";
+
+/// Once the hub holds a walk-in's binding, the kiosk keeps neither their full name nor
+/// their phone: not in any table, not in the bytes of its database files, not in its
+/// (debug) log. A retry of the bind is still answered 200 as the same request, and
+/// another body under its id is still a 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_hub_an_accepted_walk_in_leaves_no_name_or_phone_on_the_kiosk() {
+    let mut s = synced(Backend::Sqlite).await;
+    let d = &s.desk;
+    let phone = "13900139000";
+    let id = new_id();
+    let body = json!({"id": id, "card": NEW_CARD, "new_customer": walk_in("139 0013 9000")});
+    let (status, made) = d.post("/api/v1/cards/bind", &body).await;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(verdict(d, &id).await["status"], "accepted");
+    let at_hub = s.hub.all_records("test-kiosk").await;
+    assert!(
+        at_hub.iter().any(|r| r.to_string().contains(phone)),
+        "the hub has the phone: {at_hub:?}"
+    );
+
+    let (status, again) = d.post("/api/v1/cards/bind", &body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        (
+            &again["id"],
+            &again["customer_id"],
+            &again["seq"],
+            &again["status"]
+        ),
+        (
+            &made["id"],
+            &made["customer_id"],
+            &made["seq"],
+            &json!("accepted")
+        )
+    );
+    let other = json!({"id": id, "card": NEW_CARD, "new_customer": walk_in("139 0013 9001")});
+    let (status, refused) = d.post("/api/v1/cards/bind", &other).await;
+    assert_eq!((status, code(&refused)), (422, "id_used"), "{refused}");
+    assert_eq!(d.present(NEW_CARD).await["visit"]["name_zh"], "赵女士");
+
+    let data = d.dir.path().join("data");
+    assert_eq!(db_traces(&data, &[NAME, phone]), [] as [String; 0]);
+    s.desk.kiosk.stop();
+    assert_eq!(db_traces(&data, &[NAME, phone]), [] as [String; 0]);
+    assert_eq!(file_traces(&data, &[NAME, phone]), [] as [String; 0]);
+    let log = s.desk.dir.path().join("kiosk.log");
+    assert!(
+        std::fs::metadata(&log).is_ok_and(|m| m.len() > 0),
+        "a log was written"
+    );
+    assert_eq!(
+        file_traces(s.desk.dir.path(), &[NAME, phone]),
+        [] as [String; 0]
+    );
+}
+
+/// A walk-in the hub rejects keeps their name and phone on the kiosk (quarantine and
+/// outbox) while `reception.rejected_walk_in_retention` runs, for staff to see what to
+/// fix; a kiosk started after it ran out erases them before serving. (The retention is
+/// set to 0s for the restart, so nothing waits.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_hub_a_rejected_walk_in_is_erased_after_the_retention() {
+    let mut s = synced(Backend::Sqlite).await;
+    let phone = "13800138000";
+    let id = new_id();
+    let (status, made) = s
+        .desk
+        .post(
+            "/api/v1/cards/bind",
+            &json!({"id": id, "card": NEW_CARD, "new_customer": walk_in("138 0013 8000")}),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(verdict(&s.desk, &id).await["status"], "rejected");
+    let data = s.desk.dir.path().join("data");
+    let kept = db_traces(&data, &[NAME, phone]);
+    assert_eq!(
+        kept.len(),
+        2,
+        "the quarantine's copy and the outbox's: {kept:?}"
+    );
+    assert!(
+        kept.iter().any(|t| t.starts_with("quarantine: ")),
+        "{kept:?}"
+    );
+
+    s.desk.kiosk.stop();
+    let config = s.desk.dir.config();
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace(
+        "[reception]\n",
+        "[reception]\nrejected_walk_in_retention = \"0s\"\n",
+    );
+    std::fs::write(&config, text).expect("write config");
+    s.desk.kiosk = s.desk.dir.start();
+    assert_eq!(db_traces(&data, &[NAME, phone]), [] as [String; 0]);
+    // Still rejected, with the hub's reason, and the same request when retried.
+    let change = verdict(&s.desk, &id).await;
+    assert_eq!(change["status"], "rejected", "{change}");
+    assert!(
+        change["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("phone_taken"),
+        "{change}"
+    );
+    let (status, again) = s
+        .desk
+        .post(
+            "/api/v1/cards/bind",
+            &json!({"id": id, "card": NEW_CARD, "new_customer": walk_in("138 0013 8000")}),
+        )
+        .await;
+    assert_eq!((status, &again["seq"]), (200, &made["seq"]), "{again}");
+    s.desk.kiosk.stop();
+    assert_eq!(file_traces(&data, &[NAME, phone]), [] as [String; 0]);
+}
+
+/// A card bound at the desk while the hub cannot take pushes (its roster pulls still
+/// work) goes on greeting its customer through a roster snapshot, which the hub made
+/// without it; once the hub takes the binding, the card and customer are there once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_hub_a_snapshot_keeps_a_binding_the_hub_has_not_answered() {
+    let mut s = synced_with(Backend::Sqlite, true).await;
+    let proxy = s.proxy.take().expect("a proxy");
+    proxy.set_mode(Mode::RefusePath("/sync/v1/records"));
+    let d = &s.desk;
+    let member = new_id();
+    let (status, made) = d
+        .post(
+            "/api/v1/cards/bind",
+            &json!({"id": member, "card": NEW_CARD, "customer_id": "C0002"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let walk_in_card = "nfc:04C0FFEE000002";
+    let walk_in_id = new_id();
+    let (status, made) = d
+        .post(
+            "/api/v1/cards/bind",
+            &json!({"id": walk_in_id, "card": walk_in_card, "new_customer": walk_in("13900139000")}),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let customer = made["customer_id"]
+        .as_str()
+        .expect("the walk-in's id")
+        .to_owned();
+
+    // The kiosk is away while the roster changes and the hub forgets its log: back,
+    // its cursor is too old and it takes a snapshot.
+    away_then_snapshot(&mut s, "C0003").await;
+    let d = &s.desk;
+    let changes = d.changes().await;
+    assert!(
+        changes.iter().all(|c| c["status"] == "pending"),
+        "the hub has not answered yet: {changes:?}"
+    );
+    let visit = d.present(NEW_CARD).await;
+    assert_eq!(
+        (&visit["outcome"], &visit["visit"]["customer_id"]),
+        (&json!("welcome"), &json!("C0002")),
+        "{visit}"
+    );
+    let visit = d.present(walk_in_card).await;
+    assert_eq!(
+        (
+            &visit["outcome"],
+            &visit["visit"]["customer_id"],
+            &visit["visit"]["name_zh"]
+        ),
+        (&json!("welcome"), &json!(customer), &json!("赵女士")),
+        "{visit}"
+    );
+
+    proxy.set_mode(Mode::Pass);
+    for id in [&member, &walk_in_id] {
+        assert_eq!(verdict(d, id).await["status"], "accepted");
+    }
+    // Once more from a snapshot, now the hub's own: each card and customer once.
+    away_then_snapshot(&mut s, "C0004").await;
+    let d = &s.desk;
+    let status = d.kiosk.get_json("/api/v1/status").await;
+    assert_eq!(status["roster_cards"], 4, "{status}");
+    let bindings: Vec<Value> = s
+        .hub
+        .all_records("test-kiosk")
+        .await
+        .into_iter()
+        .filter(|r| r["kind"] == "card_binding")
+        .collect();
+    assert_eq!(bindings.len(), 2, "{bindings:?}");
+    assert_eq!(d.changes().await.len(), 2);
+    assert_eq!(d.present(NEW_CARD).await["visit"]["customer_id"], "C0002");
+    assert_eq!(
+        d.present(walk_in_card).await["visit"]["customer_id"],
+        customer.as_str()
+    );
+}
+
+/// Stops the kiosk, adds customer `id` at the hub and prunes the hub's roster log, then
+/// starts the kiosk again and waits for the snapshot its too old cursor leads to.
+async fn away_then_snapshot(s: &mut Synced, id: &str) {
+    s.desk.kiosk.stop();
+    s.hub
+        .put_customer(json!({"id": id, "surname": "李", "title": "mr", "tier": "normal"}))
+        .await;
+    s.hub_dir.prune_all();
+    s.desk.kiosk = s.desk.dir.start();
+    let kiosk = &s.desk.kiosk;
+    wait_until("a snapshot after the pruned log", WAIT, || async {
+        let status = kiosk.get_json("/api/v1/status").await;
+        (status["sync"]["snapshots_taken"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
 }

@@ -40,6 +40,9 @@ pub enum Mode {
     /// Close connections as soon as they are accepted (and kept-alive ones at their
     /// next request): the hub is unreachable.
     Refuse,
+    /// Close the connection at a request whose path starts with this, and pass the
+    /// others: one endpoint is unreachable, e.g. pushes fail while roster pulls work.
+    RefusePath(&'static str),
 }
 
 /// What the proxy has done so far; every field only grows.
@@ -230,9 +233,14 @@ impl Shared {
 
     /// Decides the fate of a request that is about to be forwarded; `DropResponses`
     /// counts down here, so two connections racing for the last drop get one each.
-    fn next_action(&self) -> Action {
+    fn next_action(&self, path: &str) -> Action {
         let mut route = self.route();
         match route.mode {
+            Mode::RefusePath(prefix) if path.starts_with(prefix) => Action::Refuse,
+            Mode::RefusePath(_) => Action::Forward {
+                delay: Duration::ZERO,
+                drop: false,
+            },
             Mode::Pass => Action::Forward {
                 delay: Duration::ZERO,
                 drop: false,
@@ -393,7 +401,7 @@ fn requests(
         let Ok(request) = parse_request(&head) else {
             return close(client_w, server);
         };
-        match shared.next_action() {
+        match shared.next_action(&request.path) {
             Action::Refuse => return close(client_w, server),
             Action::Cut { after } => {
                 let mut out = Out::new(Some(server), Duration::ZERO, Some(after));
@@ -692,6 +700,8 @@ enum Framing {
 #[derive(Debug)]
 struct Request {
     method: String,
+    /// The request target as sent (origin form: path and query).
+    path: String,
     framing: Framing,
 }
 
@@ -746,19 +756,24 @@ fn body_framing(headers: &[(String, String)]) -> io::Result<Option<Framing>> {
 
 fn parse_request(head: &[u8]) -> io::Result<Request> {
     let (start, headers) = head_lines(head);
-    let method = start
-        .split(' ')
+    let mut parts = start.split(' ');
+    let method = parts
         .next()
         .filter(|m| !m.is_empty())
         .ok_or_else(|| invalid("no request line"))?
         .to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
     let framing = match body_framing(&headers)? {
         // A request can't be delimited by closing: that would leave no way to reply.
         Some(Framing::UntilClose) => return Err(invalid("request body of unknown length")),
         Some(framing) => framing,
         None => Framing::Empty,
     };
-    Ok(Request { method, framing })
+    Ok(Request {
+        method,
+        path,
+        framing,
+    })
 }
 
 fn parse_response(head: &[u8], head_request: bool) -> io::Result<Framing> {

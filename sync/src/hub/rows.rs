@@ -227,7 +227,12 @@ fn binding(b: &CardBindingRecord) -> Result<Binding, String> {
     if !valid_id(&b.customer_id) {
         return Err("customer_id: ids are 1 to 64 printable characters".to_owned());
     }
-    let Some(n) = &b.new_customer else {
+    // A kiosk erases a walk-in's name and phone once the hub has accepted the binding
+    // (`NewCustomer::is_redacted`). Such a record comes again only if the hub lost it
+    // (restored from a backup): it then binds the card to the customer the hub has, or
+    // is refused as unknown_customer, and is never answered as an invalid phone, which
+    // would hide that the hub already holds it (a duplicate).
+    let Some(n) = b.new_customer.as_ref().filter(|n| !n.is_redacted()) else {
         return Ok(Binding {
             card: b.card.clone(),
             customer_id: b.customer_id.clone(),
@@ -815,6 +820,32 @@ mod tests {
                 "{case}: a phone is never echoed: {why}"
             );
         }
+    }
+
+    /// A walk-in whose name and phone the kiosk erased after the hub accepted it is a
+    /// plain binding if it comes again, so a hub that holds it answers `duplicate`; an
+    /// empty phone alone is still a bad phone.
+    #[test]
+    fn a_redacted_walk_in_is_a_plain_binding() {
+        let mut b = walk_in_record("13900000001");
+        if let Some(n) = &mut b.new_customer {
+            n.redact();
+        }
+        let plain = binding(&b).expect("valid");
+        assert_eq!(
+            (plain.card.as_str(), plain.customer_id.as_str()),
+            ("nfc:04A1", "w-1")
+        );
+        assert!(plain.walk_in.is_none());
+
+        let mut b = walk_in_record("");
+        let why = binding(&b).expect_err("no phone");
+        assert!(why.starts_with("new_customer.phone: "), "{why}");
+        if let Some(n) = &mut b.new_customer {
+            n.name.clear();
+            n.phone = "13900000001".into();
+        }
+        assert!(binding(&b).expect("no name is fine").walk_in.is_some());
     }
 
     #[test]

@@ -1842,6 +1842,19 @@ async fn a_walk_in_binding_creates_the_customer_card_and_consent(hub: &Hub) {
     assert_eq!(statuses(&again), vec![ItemStatus::Duplicate]);
     assert_eq!(all_changes(db, start).await.len(), 2);
     assert_eq!(db.consents("w-1").await.expect("read"), vec![consent]);
+    // So is the kiosk's copy once it erased the name and phone (sent again only when
+    // the kiosk believes the hub lost it): never refused as a bad phone.
+    let mut redacted = bound.clone();
+    if let Some(n) = &mut redacted.new_customer {
+        n.redact();
+    }
+    let again = store(db, vec![record(Record::CardBinding(redacted))]).await;
+    assert_eq!(statuses(&again), vec![ItemStatus::Duplicate]);
+    assert_eq!(all_changes(db, start).await.len(), 2);
+    assert_eq!(
+        db.customer("w-1").await.expect("read"),
+        Some(walk_in_customer.clone())
+    );
 
     // A consultant the hub does not know is left out; the walk-in is still registered.
     let mut stranger = walk_in(2, "nfc:04BB", "w-2", "13900000002");
