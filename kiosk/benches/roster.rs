@@ -85,7 +85,7 @@ fn main() {
                 us(p999),
                 us(s.last().copied().unwrap_or_default())
             );
-            let name = |q: &str| format!("lookup {q}, {pass}, card {kind} ({cards} cards)");
+            let name = |q: &str| format!("lookup {q}, {pass}, card {kind} ({} cards)", int(cards));
             figures.push(Figure::new("roster", &name("p50"), us(p50), "µs"));
             let mut f99 = Figure::new("roster", &name("p99"), us(p99), "µs");
             // The target is the running kiosk's: its roster is in the OS cache.
@@ -192,6 +192,19 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
         return Duration::ZERO;
     }
     sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// 1234567 → "1,234,567".
+fn int(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn us(d: Duration) -> f64 {

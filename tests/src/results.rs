@@ -24,7 +24,7 @@ pub struct Machine {
     pub memory_mib: u64,
     /// e.g. "Linux 6.18.0".
     pub kernel: String,
-    /// e.g. "Debian GNU/Linux 12 (bookworm), 12.11".
+    /// e.g. "Debian GNU/Linux 12 (bookworm), version 12.11".
     pub os: String,
     /// `rustc --version`, when rustc is on the PATH.
     pub rustc: Option<String>,

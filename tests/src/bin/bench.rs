@@ -355,7 +355,7 @@ fn machine() -> Machine {
     let os = if debian.is_empty() {
         pretty
     } else {
-        format!("{pretty}, Debian {debian}")
+        format!("{pretty}, version {debian}")
     };
     let rustc = Command::new("rustc")
         .arg("--version")

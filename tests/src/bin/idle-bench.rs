@@ -96,7 +96,8 @@ struct Idle {
     hub_cpu_percent: f64,
     rss_kb: u64,
     hwm_kb: u64,
-    threads: u64,
+    /// The kiosk's threads by name (`/proc/PID/task/*/comm`), e.g. "tokio-runtime-w ×2".
+    threads: String,
     events: usize,
 }
 
@@ -290,14 +291,14 @@ async fn measure(kiosk: &Running, hub: &RunningHub, events: &mut SseClient, seco
         hub_cpu_percent: percent(h1 - h0),
         rss_kb: status_kb(kpid, "VmRSS"),
         hwm_kb: status_kb(kpid, "VmHWM"),
-        threads: status_kb(kpid, "Threads"),
+        threads: thread_names(kpid),
         events: seen,
     }
 }
 
 fn report(what: &str, i: &Idle) {
     println!(
-        "{what}: over {:.1} s, CPU {:.3} % of one core (hub {:.3} %); VmRSS {:.1} MiB, VmHWM {:.1} MiB; {} threads; {} events on the screen's stream",
+        "{what}: over {:.1} s, CPU {:.3} % of one core (hub {:.3} %); VmRSS {:.1} MiB, VmHWM {:.1} MiB; threads: {}; {} events on the screen's stream",
         i.window.as_secs_f64(),
         i.kiosk_cpu_percent,
         i.hub_cpu_percent,
@@ -348,6 +349,32 @@ fn cpu_ticks(pid: u32) -> u64 {
         .take(2)
         .filter_map(|v| v.parse::<u64>().ok())
         .sum()
+}
+
+/// The names of a process's threads, counted: "kiosk, tokio-runtime-w ×2, …".
+fn thread_names(pid: u32) -> String {
+    let mut names = std::collections::BTreeMap::<String, usize>::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+    {
+        let comm = task
+            .ok()
+            .and_then(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .unwrap_or_default();
+        *names.entry(comm.trim().to_owned()).or_default() += 1;
+    }
+    names
+        .into_iter()
+        .map(|(name, n)| {
+            if n == 1 {
+                name
+            } else {
+                format!("{name} ×{n}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A number field of /proc/PID/status (kB for the Vm* ones).

@@ -1492,7 +1492,10 @@ async fn roster(bin: String, cards: u64) -> Report {
     report.figures.extend([
         Figure::new(
             "roster",
-            &format!("delta pull of {changes} revoked cards: last change → applied"),
+            &format!(
+                "delta pull of {} revoked cards: last change → applied",
+                int(changes)
+            ),
             caught_up.as_secs_f64(),
             "s",
         ),
