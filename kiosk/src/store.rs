@@ -1365,6 +1365,14 @@ fn find_card(conn: &Connection, token: &CardToken) -> Result<Option<CardRow>, ru
     }
 }
 
+/// The customer id a tapped card resolves to, by the tap's own lookup
+/// ([`find_card`], cached statement and all) on a connection from [`open`]. Not for
+/// the daemon: `kiosk/benches/roster.rs` measures a tap's lookup with it.
+#[doc(hidden)]
+pub fn card_customer(conn: &Connection, token: &CardToken) -> Result<Option<String>, StoreError> {
+    Ok(find_card(conn, token)?.map(|row| row.customer.id))
+}
+
 fn lookup_card(
     conn: &Connection,
     token: &str,

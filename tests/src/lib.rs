@@ -6,10 +6,12 @@ pub mod kiosk;
 pub mod pcscd;
 pub mod postgres;
 pub mod proxy;
+pub mod results;
 pub mod serial;
 pub mod sse;
 pub mod stats;
 pub mod vpcd;
+pub mod vpcd_lock;
 
 /// An HTTP client for tests. The workspace builds reqwest without a default TLS
 /// crypto provider (it picks ring, see the root Cargo.toml), and building a client

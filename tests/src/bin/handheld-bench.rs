@@ -22,7 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kiosk_tests::kiosk::{KioskDir, set_daemon_log_filter};
-use kiosk_tests::stats::ms;
+use kiosk_tests::stats::{Figure, emit, ms};
 
 const SCRIPT: &str = include_str!("handheld-bench.lua");
 
@@ -460,7 +460,8 @@ fn main() {
         "| kiosk: rows after the run: device posts / visits | {} / {} | – | – |",
         k.posts_stored, k.visits_stored
     );
-    if let Some((http, (one_rate, mut one), (batch_rate, mut batch))) = floors {
+    if let Some((http, (one_rate, one), (batch_rate, batch))) = &floors {
+        let (mut one, mut batch) = (one.clone(), batch.clone());
         println!(
             "| HTTP floor (axum answering 201, same wrk script): 2xx/s; p50 / p99 | {:.0}/s; {:.2} / {:.2} ms | – | – |",
             http.per_second(),
@@ -480,8 +481,89 @@ fn main() {
             ms(pct(&mut batch, 0.99))
         );
     }
+    emit(&figures(&a, &k, floors.as_ref(), durable));
     if !durable {
         eprintln!("DURABILITY CHECK FAILED");
         std::process::exit(1);
     }
+}
+
+/// The HTTP floor's run, and the storage floors' rows/s and commit latencies (1 and 64
+/// rows per transaction).
+type Floors = (WrkResult, (f64, Vec<Duration>), (f64, Vec<Duration>));
+
+/// The figures for `bench`'s table (scenario `handheld`), against design §6's targets
+/// and the floors measured in the same run.
+fn figures(a: &Args, k: &KioskRun, floors: Option<&Floors>, durable: bool) -> Vec<Figure> {
+    const S: &str = "handheld";
+    let w = &k.wrk;
+    let rate = w.per_second();
+    let mut posts = Figure::new(
+        S,
+        &format!(
+            "2xx posts/s, {} connections, {} s",
+            a.connections, a.seconds
+        ),
+        rate,
+        "/s",
+    )
+    .target("≥ 5,000/s", rate >= 5000.0);
+    let mut p99 = Figure::new(S, "post latency p99", ms(w.p99), "ms")
+        .target("p99 ≤ 20 ms", w.p99 <= Duration::from_millis(20));
+    if let Some((http, _, _)) = floors {
+        posts = posts.versus("HTTP floor (axum answering 201)", http.per_second());
+        p99 = p99.versus("HTTP floor", ms(http.p99));
+    }
+    let mut out = vec![
+        posts,
+        Figure::new(S, "post latency p50", ms(w.p50), "ms"),
+        p99,
+        Figure::new(S, "post latency p99.9", ms(w.p999), "ms"),
+        Figure::new(
+            S,
+            "non-2xx answers and socket errors",
+            non_2xx_count(w) as f64,
+            "count",
+        )
+        .target("none", non_2xx_count(w) == 0),
+        Figure::new(
+            S,
+            "2xx visits found after SIGKILL",
+            (k.answered - k.missing) as f64,
+            "count",
+        ),
+        Figure::new(
+            S,
+            "2xx visits missing after SIGKILL",
+            k.missing as f64,
+            "count",
+        )
+        .target("all durable", durable),
+    ];
+    if let Some((_, (one_rate, _), (batch_rate, _))) = floors {
+        out.push(
+            Figure::new(S, "2xx posts/s against one commit per row", rate, "/s").versus(
+                "storage floor: rusqlite, 1 insert per commit (WAL, synchronous=FULL)",
+                *one_rate,
+            ),
+        );
+        out.push(
+            Figure::new(S, "2xx posts/s against 64 rows per commit", rate, "/s").versus(
+                "storage floor: rusqlite, 64 inserts per commit",
+                *batch_rate,
+            ),
+        );
+    }
+    out
+}
+
+/// Answers that were not 2xx, and requests that got no answer at all.
+fn non_2xx_count(w: &WrkResult) -> u64 {
+    let bad: u64 = w
+        .statuses
+        .iter()
+        .filter(|(s, _)| !(200..300).contains(s))
+        .map(|(_, n)| n)
+        .sum();
+    bad + w.socket_errors
 }
