@@ -193,6 +193,19 @@ impl App {
             sync,
         } = self;
         let tasks = TaskTracker::new();
+        // Not supervised: a failed pre-read costs only the first taps' speed.
+        let data_dir = config.kiosk.data_dir.clone();
+        tasks.spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            match crate::store::preread(&data_dir) {
+                Ok(bytes) => tracing::info!(
+                    mib = bytes / (1024 * 1024),
+                    millis = started.elapsed().as_millis() as u64,
+                    "database read into the OS cache, so the first taps find the roster there"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not pre-read the database; the first taps after start may be slower"),
+            }
+        });
         let failed = CancellationToken::new();
         // One token for the whole daemon: a signal or a failing task stops everything.
         let stop = cancel.child_token();
