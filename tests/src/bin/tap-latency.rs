@@ -44,6 +44,9 @@ const WAIT: Duration = Duration::from_secs(20);
 /// After pcscd noticed a card go: time for the contestant to see it too (pyscard polls
 /// every 0.1 s) before the next card comes, so the pause drawn is the pause taken.
 const SETTLE: Duration = Duration::from_millis(200);
+/// A contestant is woken 0 to this many ms after pcscd noticed the previous card go
+/// (less than SETTLE, so it is awake before its card comes).
+const THAW_SPREAD: u64 = 100;
 const LOCK: &str = "/tmp/kiosk-vpcd.lock";
 /// What the kiosk logs as each greeting is written on an event stream.
 const SHARE_LINE: &str = "UID read to greeting written on an event stream";
@@ -76,6 +79,8 @@ struct Contestant {
     /// Why it was not measured, or stopped being measured.
     problem: Option<String>,
     end_to_end: Vec<Duration>,
+    /// The same, with the round each was taken in, to pair contestants' taps.
+    by_round: Vec<(usize, Duration)>,
     /// pcscd's notice → done.
     own: Vec<Duration>,
     /// card inserted → pcscd's notice, on this contestant's taps.
@@ -93,6 +98,7 @@ impl Contestant {
             said: None,
             problem: None,
             end_to_end: Vec::new(),
+            by_round: Vec::new(),
             own: Vec::new(),
             notice: Vec::new(),
             frozen: false,
@@ -199,14 +205,19 @@ fn main() {
         reader.name
     );
     let mut anchor = Instant::now();
+    let sleep_until = |t: Instant| std::thread::sleep(t.saturating_duration_since(Instant::now()));
     for round in 0..=taps {
-        let pause = jitter();
+        let pause = jitter(500);
         for i in 0..contestants.len() {
             if !contestants[i].runs() {
                 continue;
             }
+            // Woken at a random point after pcscd's last notice: a contestant that polls
+            // (pyscard's monitor, every 0.1 s) restarts its period when it wakes, and
+            // waking it on pcscd's beat would line its polls up with pcscd's.
+            sleep_until(anchor + jitter(THAW_SPREAD));
             contestants[i].thaw();
-            std::thread::sleep((anchor + SETTLE + pause).saturating_duration_since(Instant::now()));
+            sleep_until(anchor + SETTLE + pause);
             // The previous contestant has seen its card go by now; from here on the one
             // measured has the reader to itself.
             for (j, other) in contestants.iter_mut().enumerate() {
@@ -222,6 +233,7 @@ fn main() {
                     // Round 0 warms every contestant up (first connection, caches).
                     if round > 0 {
                         c.end_to_end.push(tap.done - tap.inserted);
+                        c.by_round.push((round, tap.done - tap.inserted));
                         c.own.push(tap.done.saturating_duration_since(tap.noticed));
                         c.notice.push(tap.noticed - tap.inserted);
                     }
@@ -541,13 +553,13 @@ fn log_tail(logs: &Path, name: &str) -> String {
     }
 }
 
-/// The pause before a round's taps: visitors do not arrive in step with pcscd's
-/// ~400 ms polling, so taps sample every phase of it.
-fn jitter() -> Duration {
+/// A pause of 0 to `limit_ms` - 1 ms. Before a round's taps: visitors do not arrive in
+/// step with pcscd's ~400 ms polling, so taps sample every phase of it.
+fn jitter(limit_ms: u64) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    Duration::from_millis(u64::from(nanos % 500))
+    Duration::from_millis(u64::from(nanos) % limit_ms)
 }
 
 /// Takes the machine's lock on the virtual reader, saying so when it has to wait.
@@ -625,6 +637,44 @@ fn table(
         "UID read -> greeting handed to the event streams (before they write it)",
         published,
     );
+
+    let floor_rounds = contestants
+        .iter()
+        .find(|c| c.name == FLOOR)
+        .map(|c| c.by_round.clone())
+        .unwrap_or_default();
+    let mut paired_floor = None;
+    if !floor_rounds.is_empty() {
+        println!("\nend to end minus the bare pcsc loop's in the same round (same pause):");
+        for c in contestants
+            .iter()
+            .filter(|c| c.name != FLOOR && !c.by_round.is_empty())
+        {
+            let mut diffs: Vec<f64> = c
+                .by_round
+                .iter()
+                .filter_map(|(round, d)| {
+                    let (_, f) = floor_rounds.iter().find(|(r, _)| r == round)?;
+                    Some(ms(*d) - ms(*f))
+                })
+                .collect();
+            if diffs.is_empty() {
+                continue;
+            }
+            diffs.sort_by(f64::total_cmp);
+            let median = diffs[diffs.len().div_ceil(2) - 1];
+            println!(
+                "  {}: median {median:+.2} ms, p1 {:+.2} ms, p99 {:+.2} ms (n = {})",
+                c.name,
+                diffs[((diffs.len() as f64 * 0.01).ceil() as usize).clamp(1, diffs.len()) - 1],
+                diffs[((diffs.len() as f64 * 0.99).ceil() as usize).clamp(1, diffs.len()) - 1],
+                diffs.len()
+            );
+            if c.name == KIOSK {
+                paired_floor = Some(median);
+            }
+        }
+    }
 
     if !share.is_empty() {
         let p99 = pct(share, 0.99);
@@ -707,6 +757,14 @@ fn table(
         }
         figures.push(p50);
         figures.push(p99);
+        if let Some(d) = paired_floor {
+            figures.push(Figure::new(
+                "tap",
+                "end to end, kiosk minus bare pcsc loop in the same round (median of the differences)",
+                d,
+                "ms",
+            ));
+        }
         let faster = [NFC_PCSC, PYSCARD]
             .iter()
             .filter_map(|n| measured(n))
