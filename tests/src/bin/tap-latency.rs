@@ -26,7 +26,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pcsc::{Context, ReaderState, Scope, State};
@@ -47,7 +46,6 @@ const SETTLE: Duration = Duration::from_millis(200);
 /// A contestant is woken 0 to this many ms after pcscd noticed the previous card go
 /// (less than SETTLE, so it is awake before its card comes).
 const THAW_SPREAD: u64 = 100;
-const LOCK: &str = "/tmp/kiosk-vpcd.lock";
 /// What the kiosk logs as each greeting is written on an event stream.
 const SHARE_LINE: &str = "UID read to greeting written on an event stream";
 /// What it logs once the greeting is handed to the streams (before they write it).
@@ -168,7 +166,7 @@ impl Contestant {
 
 fn main() {
     let (taps, bin) = bench_args("tap-latency", "--taps", 200);
-    let _lock = hold_lock();
+    let _lock = kiosk_tests::vpcd_lock::hold();
     // As deployed (info), plus the two tap lines the daemon's share is read from.
     set_daemon_log_filter("info,kiosk::tap=debug,kiosk::app=debug");
     let reader = claim_reader();
@@ -560,25 +558,6 @@ fn jitter(limit_ms: u64) -> Duration {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     Duration::from_millis(u64::from(nanos) % limit_ms)
-}
-
-/// Takes the machine's lock on the virtual reader, saying so when it has to wait.
-fn hold_lock() -> Flock<std::fs::File> {
-    let open = || {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(LOCK)
-            .unwrap_or_else(|e| panic!("open {LOCK}: {e}"))
-    };
-    match Flock::lock(open(), FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((file, _)) => {
-            eprintln!("waiting for {LOCK}: someone else is using the virtual reader …");
-            Flock::lock(file, FlockArg::LockExclusive)
-                .unwrap_or_else(|(_, e)| panic!("flock {LOCK}: {e}"))
-        }
-    }
 }
 
 /// Every `micros=` of the log lines saying `what`, but the first: the kiosk's first
