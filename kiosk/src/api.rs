@@ -65,6 +65,7 @@ impl ApiState {
         source: &str,
         at: jiff::Timestamp,
         alerts: alerts::Raised,
+        read_at: Option<std::time::Instant>,
     ) -> Greeting {
         tracing::info!(
             source,
@@ -77,7 +78,8 @@ impl ApiState {
         if let Some(wake) = &self.sync_wake {
             wake.notify_one();
         }
-        let greeting = Greeting::from_visit(visit, repeat, source, at);
+        let mut greeting = Greeting::from_visit(visit, repeat, source, at);
+        greeting.read_at = read_at;
         // No subscriber is fine: the screen may not be open.
         let _ = self.events.send(PublicEvent::Greeting(greeting.clone()));
         // Stored with the visit, in its transaction: sent now that it committed.
@@ -219,6 +221,10 @@ impl Board {
 /// What the public screen may know. No customer id, no card token, no full name, no phone.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a few events a minute; boxing would allocate each of them for nothing"
+)]
 pub enum PublicEvent {
     Greeting(Greeting),
     Reader(PublicReader),
@@ -273,6 +279,10 @@ pub struct Greeting {
     pub stand_in: bool,
     pub reader: String,
     pub at: jiff::Timestamp,
+    /// When a card reader read the UID this greeting answers (taps only): each event
+    /// stream logs how long after it the greeting was written, the daemon's share of a tap.
+    #[serde(skip)]
+    pub read_at: Option<std::time::Instant>,
 }
 
 /// Surname plus title, the only way the screen names anyone.
@@ -306,6 +316,7 @@ impl Greeting {
             stand_in: v.consultant.is_some() && v.stand_in_for.is_some(),
             reader: reader.to_owned(),
             at,
+            read_at: None,
         }
     }
 
@@ -322,6 +333,7 @@ impl Greeting {
             stand_in: false,
             reader: reader.to_owned(),
             at,
+            read_at: None,
         }
     }
 }
@@ -539,7 +551,25 @@ async fn events(State(s): State<ApiState>) -> Sse<impl Stream<Item = Result<Even
     let live = rx.filter_map(|item| async move { item.ok() });
     let stream = stream::iter(snapshot)
         .chain(live)
-        .map(|ev| Ok(to_sse(&ev)))
+        .map(|ev| {
+            let event = to_sse(&ev);
+            // Measured here, as the encoded event goes to the connection (not when it
+            // is broadcast), so the share includes the stream's own hop.
+            if let PublicEvent::Greeting(Greeting {
+                read_at: Some(read_at),
+                reader,
+                ..
+            }) = &ev
+            {
+                tracing::debug!(
+                    target: "kiosk::tap",
+                    reader = %reader,
+                    micros = read_at.elapsed().as_micros() as u64,
+                    "tap: UID read to greeting written on an event stream"
+                );
+            }
+            Ok(event)
+        })
         .take_until(s.shutdown.clone().cancelled_owned());
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

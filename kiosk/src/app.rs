@@ -505,6 +505,7 @@ async fn reception(
                             &card.reader,
                             card.at,
                             rec.alerts,
+                            Some(card.read_at),
                         );
                     }
                     Err(e) => {

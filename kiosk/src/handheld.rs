@@ -380,6 +380,7 @@ fn answer(s: &ApiState, device: &DeviceAuth, posted: Posted, at: jiff::Timestamp
             &source,
             at,
             posted.alerts.clone(),
+            None,
         );
         StatusCode::CREATED
     };

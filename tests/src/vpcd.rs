@@ -124,10 +124,20 @@ fn serve_card(
     behaviour: &Behaviour,
     log: &Mutex<Vec<Vec<u8>>>,
 ) -> io::Result<()> {
+    // Debian's vpcd (3.3) sends a frame's length and its payload in two writes, without
+    // TCP_NODELAY: Nagle holds the payload until the length is acknowledged, and a
+    // delayed ACK here cost ~44 ms per frame (3 frames a tap: ATR, power-on + ATR, GET
+    // UID), which no real reader has. So every segment is acknowledged at once; Linux
+    // leaves quick-ACK mode by itself after we answer, hence asking before each read.
+    let quickack = |stream: &TcpStream| {
+        let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+    };
     loop {
         let mut len = [0u8; 2];
+        quickack(stream);
         stream.read_exact(&mut len)?;
         let mut payload = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        quickack(stream);
         stream.read_exact(&mut payload)?;
         if payload.len() > 1 {
             log.lock()
