@@ -504,7 +504,7 @@ async fn the_console_shows_a_consultant_taking_a_visitor_in_the_rotation() {
     let staff = add_staff_device(&dir, "desk");
     let pda = add_device(&dir, "pda-1");
     let kiosk = dir.start();
-    on_duty(&kiosk, &pda, &["E01", "E02"]).await;
+    on_duty(&kiosk, &staff, &["E01", "E02"]).await;
     let page = browser().open(1280, 800, &kiosk.url("/console")).await;
     sign_in(&page, &staff).await;
     assert_eq!(
@@ -623,7 +623,7 @@ async fn console_endpoints_need_a_staff_token_and_count_and_export_the_visits() 
     let staff = add_staff_device(&dir, "desk");
     let pda = add_device(&dir, "pda-1");
     let kiosk = dir.start();
-    on_duty(&kiosk, &pda, &["E01", "E02"]).await;
+    on_duty(&kiosk, &staff, &["E01", "E02"]).await;
     post_card(&kiosk, &pda, "nfc:04A1B2C3D4E5F6").await;
     post_card(&kiosk, &pda, "nfc:04112233445566").await;
     post_card(&kiosk, &pda, "nfc:04C0FFEE000001").await;
