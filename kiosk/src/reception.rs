@@ -326,6 +326,15 @@ pub struct Owner {
     pub on_duty: bool,
 }
 
+impl Owner {
+    /// Whether the protection has lapsed at `facts.now`: valid while `now < last_follow_up +
+    /// period`; with no known follow-up it never lapses.
+    fn lapsed(&self, facts: &AssignFacts) -> bool {
+        self.last_follow_up
+            .is_some_and(|t| facts.now >= after(t, facts.periods.for_source(self.source)))
+    }
+}
+
 /// Who receives the visitor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Receiver {
@@ -401,10 +410,7 @@ pub fn assign_after_the_fact(facts: &AssignFacts) -> Assignment {
         alert_manager,
     };
     if let Some(owner) = facts.customer.as_ref().and_then(|c| c.owner.as_ref()) {
-        let lapsed = owner
-            .last_follow_up
-            .is_some_and(|t| facts.now >= after(t, facts.periods.for_source(owner.source)));
-        if lapsed {
+        if owner.lapsed(facts) {
             assignment.public_pool = true;
         } else {
             assignment.consultant = Receiver::Consultant(owner.consultant_id.clone());
@@ -433,10 +439,7 @@ pub fn assign(facts: &AssignFacts, rotation: &mut Rotation) -> Assignment {
         assignment.consultant = from_rotation(rotation);
         return assignment;
     };
-    let lapsed = owner
-        .last_follow_up
-        .is_some_and(|t| facts.now >= after(t, facts.periods.for_source(owner.source)));
-    if lapsed {
+    if owner.lapsed(facts) {
         assignment.public_pool = true;
         assignment.consultant = from_rotation(rotation);
     } else if owner.on_duty {
